@@ -1,0 +1,34 @@
+"""The model zoo: every model takes ``block`` (plain | dbb | repnas | deploy), ``width``,
+``num_classes`` and ``dtype``; inputs are NHWC images of any size >= 32."""
+from __future__ import annotations
+
+import functools
+
+from nas_jax.models.layers import BLOCK_KINDS, BlockSpec, conv_block, is_searchable
+from nas_jax.models.mobilenet import MobileNetV1, MobileNetV2
+from nas_jax.models.repvgg import REPVGG_CONFIGS, RepVGG
+from nas_jax.models.resnet import ResNet
+
+MODELS = {
+    "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2)),
+    "resnet34": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3)),
+    "resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), bottleneck=True),
+    "mobilenet_v1": MobileNetV1,
+    "mobilenet_v2": MobileNetV2,
+    **{f"repvgg_{k}": functools.partial(RepVGG, stage_sizes=v[0], stage_widths=v[1])
+       for k, v in REPVGG_CONFIGS.items()},
+}
+
+
+def create_model(name: str, **kwargs):
+    """A zoo model by name, e.g. ``create_model("resnet18", block="dbb", num_classes=10)``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; the zoo has {sorted(MODELS)}")
+    block = kwargs.get("block", "plain")
+    if block not in BLOCK_KINDS:
+        raise ValueError(f"unknown block kind {block!r}; choose one of {BLOCK_KINDS}")
+    return MODELS[name](**kwargs)
+
+
+__all__ = ["MODELS", "create_model", "BLOCK_KINDS", "BlockSpec", "conv_block", "is_searchable",
+           "ResNet", "MobileNetV1", "MobileNetV2", "RepVGG"]

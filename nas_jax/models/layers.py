@@ -1,0 +1,67 @@
+"""How a model asks for a conv-BN layer: the block kind decides which module it gets.
+
+``block`` kinds: ``plain`` (conv-BN), ``dbb`` (Diverse Branch Block where 1 < K < 7, the
+official rule), ``repnas`` (the RepNAS block for every 3x3 conv) and ``deploy`` (one conv
+with bias, what every kind fuses into). Every layer is created under the name the caller
+gives, so the four kinds of one model share their layer paths.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+
+from nas_jax.rep.blocks import ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock
+
+BLOCK_KINDS = ("plain", "dbb", "repnas", "deploy")
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+    """Which block a model's conv-BN layers become.
+
+    branch_mask: for ``repnas``, ``(("path/of/layer", (bool,) * 6), ...)`` fixes which
+    primitives each RepNAS layer computes (a fixed sub-network); empty means all six.
+    """
+    kind: str = "plain"
+    dtype: Any = None
+    branch_mask: Tuple[Tuple[str, Tuple[bool, ...]], ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in BLOCK_KINDS:
+            raise ValueError(f"unknown block kind {self.kind!r}; choose one of {BLOCK_KINDS}")
+
+    def static_mask(self, path: str) -> Optional[Tuple[bool, ...]]:
+        for p, m in self.branch_mask:
+            if p == path:
+                return tuple(bool(b) for b in m)
+        return None
+
+
+def is_searchable(kind: str, kernel_size: int) -> bool:
+    """Whether a KxK conv-BN becomes a multi-branch block under ``kind``."""
+    return (kind == "dbb" and 1 < kernel_size < 7) or (kind == "repnas" and kernel_size == 3)
+
+
+def conv_block(spec: BlockSpec, parent: nn.Module, features: int, kernel_size: int, strides: int = 1,
+               groups: int = 1, *, name: str) -> nn.Module:
+    """The module for one conv-BN layer of ``parent``, called as ``layer(x, train)``.
+
+    Padding is ``kernel_size // 2``. Must be called inside ``parent``'s compact method.
+    """
+    if spec.kind == "deploy":
+        return DeployConv(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
+    if spec.kind == "dbb" and is_searchable("dbb", kernel_size):
+        return DiverseBranchBlock(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
+    if spec.kind == "repnas" and is_searchable("repnas", kernel_size):
+        path = "/".join(parent.path + (name,))
+        return RepNASBlock(features, strides, groups, spec.static_mask(path), dtype=spec.dtype, name=name)
+    return ConvBN(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
+
+
+def classify(x, num_classes: int, dtype=None):
+    """Global average pool then a linear layer named ``linear`` (call inside a compact
+    method); logits in float32."""
+    x = x.mean(axis=(1, 2))
+    return nn.Dense(num_classes, dtype=dtype, name="linear")(x).astype("float32")

@@ -1,0 +1,74 @@
+"""ResNet-18/34/50 as in the official DBB code (``stage0`` = 7x7 conv + max pool,
+``stage{1..4}_{i}`` blocks, a ``linear`` classifier)."""
+from __future__ import annotations
+
+from typing import Any, Sequence, Tuple
+
+import flax.linen as nn
+
+from nas_jax.models.layers import BlockSpec, classify, conv_block
+
+
+class BasicBlock(nn.Module):
+    planes: int
+    strides: int
+    spec: BlockSpec
+    expansion = 1
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        out = nn.relu(conv_block(self.spec, self, self.planes, 3, self.strides, name="conv1")(x, train))
+        out = conv_block(self.spec, self, self.planes, 3, 1, name="conv2")(out, train)
+        return nn.relu(out + _shortcut(self, x, self.planes, train))
+
+
+class Bottleneck(nn.Module):
+    planes: int
+    strides: int
+    spec: BlockSpec
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        out = nn.relu(conv_block(self.spec, self, self.planes, 1, name="conv1")(x, train))
+        out = nn.relu(conv_block(self.spec, self, self.planes, 3, self.strides, name="conv2")(out, train))
+        out = conv_block(self.spec, self, self.planes * 4, 1, name="conv3")(out, train)
+        return nn.relu(out + _shortcut(self, x, self.planes * 4, train))
+
+
+def _shortcut(block, x, out_channels, train):
+    if block.strides == 1 and x.shape[-1] == out_channels:
+        return x
+    return conv_block(block.spec, block, out_channels, 1, block.strides, name="shortcut")(x, train)
+
+
+class ResNetStem(nn.Module):
+    features: int
+    spec: BlockSpec
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(conv_block(self.spec, self, self.features, 7, 2, name="conv1")(x, train))
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+class ResNet(nn.Module):
+    """Input NHWC, any size >= 32; ``width`` scales every stage (0.25 -> 16..128 channels)."""
+    stage_sizes: Sequence[int]
+    bottleneck: bool = False
+    num_classes: int = 1000
+    width: float = 1.0
+    block: str = "plain"
+    branch_mask: Tuple = ()
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        spec = BlockSpec(self.block, self.dtype, self.branch_mask)
+        block_cls = Bottleneck if self.bottleneck else BasicBlock
+        x = ResNetStem(int(64 * self.width), spec, name="stage0")(x.astype(self.dtype or x.dtype), train)
+        for s, n in enumerate(self.stage_sizes):
+            for i in range(n):
+                x = block_cls(int(64 * 2 ** s * self.width), 2 if (i == 0 and s > 0) else 1, spec,
+                              name=f"stage{s + 1}_{i}")(x, train)
+        return classify(x, self.num_classes, self.dtype)

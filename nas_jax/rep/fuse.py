@@ -1,0 +1,84 @@
+"""``fuse_params``: one call turns a trained multi-branch model into its deploy form."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nas_jax.rep.blocks import ConvBN, DiverseBranchBlock, RepNASBlock
+
+FUSABLE = (ConvBN, DiverseBranchBlock, RepNASBlock)
+
+
+def _subtree(tree, path):
+    for p in path:
+        tree = tree[p]
+    return tree
+
+
+def _set(tree, path, value):
+    """A copy of nested dict ``tree`` with ``value`` at ``path`` (no mutation of ``tree``)."""
+    if not path:
+        return value
+    out = dict(tree)
+    out[path[0]] = _set(tree.get(path[0], {}), path[1:], value)
+    return out
+
+
+def fused_kernels(model: nn.Module, variables, input_shape: Sequence[int] = (1, 64, 64, 3)):
+    """``{layer path: {'conv': {'kernel', 'bias'}}}`` for every conv-BN / DBB / RepNAS block
+    of ``model``, computed from ``variables`` with pure kernel transforms.
+
+    The blocks are found by tracing the model once on a zero input of ``input_shape``
+    (NHWC); under ``jax.jit`` that forward pass is dead code and is removed.
+    """
+    fused = {}
+    depth = [0]
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name != "__call__" or not isinstance(module, FUSABLE):
+            return next_fun(*args, **kwargs)
+        if depth[0] == 0:
+            own = {c: v for c, v in module.variables.items()}
+            extra = {}
+            if isinstance(module, RepNASBlock) and "branch_weights" in own:
+                extra["branch_weights"] = own["branch_weights"]["w"]
+            kernel, bias = module.fuse(own, args[0].shape[-1], **extra)
+            fused[module.path] = {"conv": {"kernel": kernel, "bias": bias}}
+        depth[0] += 1
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+
+    with nn.intercept_methods(interceptor):
+        model.apply(variables, jnp.zeros(input_shape, jnp.float32), train=False)
+    return fused
+
+
+def fuse_params(model: nn.Module, variables, *, input_shape: Sequence[int] = (1, 64, 64, 3)):
+    """``(deploy_model, deploy_variables)`` for any zoo model (or any linen model with a
+    ``block`` attribute built from ``nas_jax.rep`` blocks).
+
+    Pure: ``variables`` is not modified, and the call works under ``jax.jit`` over
+    ``variables``. Every conv-BN, DBB and RepNAS block becomes one conv with bias at the
+    same path; other parameters (the classifier) are carried over; BN statistics vanish.
+    A RepNAS block keeps the branches of its static mask (the model's ``branch_mask``),
+    each scaled by the ``branch_weights`` collection when ``variables`` carries one.
+    """
+    fused = fused_kernels(model, variables, input_shape)
+    params = variables["params"]
+    for path, value in fused.items():
+        _subtree(params, path)  # the block exists
+        params = _set(params, path, value)
+    deploy_model = model.clone(block="deploy", branch_mask=())
+    return deploy_model, {"params": params}
+
+
+def fuse_params_jit(model: nn.Module, variables, **kwargs):
+    """``fuse_params`` compiled: the tracing forward pass is removed by XLA."""
+    deploy_model = model.clone(block="deploy", branch_mask=())
+    return deploy_model, jax.jit(lambda v: fuse_params(model, v, **kwargs)[1])(variables)

@@ -1,0 +1,21 @@
+"""Tests run on 8 fake CPU devices so that the sharded code paths are exercised."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pathlib  # noqa: E402
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+PARITY_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "parity"
+
+
+@pytest.fixture(scope="session")
+def parity_dir():
+    if not PARITY_DIR.is_dir():
+        pytest.fail(f"golden files not found at {PARITY_DIR}: ../shared/parity must sit beside the repo")
+    return PARITY_DIR
