@@ -130,7 +130,8 @@ class DiverseBranchBlock(nn.Module):
     -> BN (depthwise: zero-padded avg pool -> BN); ``dbb_1x1_kxk`` 1x1 conv (identity-based
     ``idconv1`` when the internal width equals the input width, else ``conv1``) ->
     BN-and-pad -> KxK conv with padding 0 -> BN. The internal width defaults to the input
-    width, or twice it when depthwise.
+    width, or twice it when depthwise. Depthwise means ``groups >= features == in``: the
+    official rule ``groups >= features``, restricted to where the official code runs.
     """
     features: int
     kernel_size: int = 3
@@ -141,19 +142,24 @@ class DiverseBranchBlock(nn.Module):
     dtype: Any = None
 
     @staticmethod
+    def is_depthwise(in_channels, features, groups):
+        return groups >= features == in_channels
+
+    @staticmethod
     def internal_width(in_channels, features, groups, internal_channels=None):
         if internal_channels is not None:
             return internal_channels
-        return in_channels if groups < features else 2 * in_channels
+        return 2 * in_channels if DiverseBranchBlock.is_depthwise(in_channels, features, groups) else in_channels
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         k, s, g, c = self.kernel_size, self.strides, self.groups, self.features
         p = k // 2 if self.padding is None else self.padding
+        depthwise = self.is_depthwise(x.shape[-1], c, g)
         out = ConvBN(c, k, s, p, g, dtype=self.dtype, name="dbb_origin")(x, train)
-        if g < c:
+        if not depthwise:
             out += ConvBN(c, 1, s, 0, g, dtype=self.dtype, name="dbb_1x1")(x, train)
-        out += _DBBAvgBranch(c, k, s, p, g, self.dtype, name="dbb_avg")(x, train)
+        out += _DBBAvgBranch(c, k, s, p, g, depthwise, self.dtype, name="dbb_avg")(x, train)
         internal = self.internal_width(x.shape[-1], c, g, self.internal_channels)
         out += _OneByOneKxK(c, k, s, p, g, internal, "idconv1" if internal == x.shape[-1] else "conv1",
                             self.dtype, name="dbb_1x1_kxk")(x, train)
@@ -179,12 +185,13 @@ class _DBBAvgBranch(nn.Module):
     strides: int
     padding: int
     groups: int
+    depthwise: bool
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train):
         k = self.kernel_size
-        if self.groups < self.features:
+        if not self.depthwise:
             x = _conv(self.features, 1, 1, 0, self.groups, self.dtype, "conv")(x)
             x = BNAndPad(self.padding, self.dtype, name="bn")(x, train)
             x = _avg_pool(x, k, self.strides, 0)
