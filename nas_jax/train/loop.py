@@ -1,0 +1,156 @@
+"""The training loop: ``train(config, workdir, task=None)``.
+
+One loop for every kind of training; what differs goes into a ``Task`` (see
+``nas_jax.train.task``): the plain / DBB baselines use ``ClassificationTask`` (built
+from the config when ``task`` is None), the RepNAS search and the pruning trainer pass
+their own. Per step the host only fetches and shards the next batch and dispatches the
+compiled step; metrics stay on the device until a logging point (every ``log_every``
+steps), where they are averaged and written. A checkpoint is written every
+``checkpoint_every`` steps, at the end, and on SIGTERM (after the current step); a
+restarted run resumes from the newest readable checkpoint and sees the same batches and
+random numbers as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+from typing import Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nas_jax.data import Pipeline, create_pipeline
+from nas_jax.models import create_model
+from nas_jax.train.checkpoint import Checkpointer
+from nas_jax.train.config import config_to_json
+from nas_jax.train.observe import RunLogger
+from nas_jax.train.optim import create_optimizer
+from nas_jax.train.step import (abstract_train_state, create_mesh, create_train_state, eval_step_fn,
+                                jit_eval_step, jit_train_step, shard_batch, train_step_fn)
+from nas_jax.train.task import ClassificationTask, Task
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def model_from_config(config, num_classes: int):
+    return create_model(config.model, block=config.block, num_classes=num_classes, width=config.width,
+                        dtype=jnp.dtype(config.dtype))
+
+
+def pipeline_from_config(config, split: str) -> Pipeline:
+    return create_pipeline(config.dataset, split, data_dir=config.data_dir, image_size=config.image_size,
+                           num_workers=config.num_workers, augment=config.augment,
+                           num_classes=config.num_classes, seed=config.seed)
+
+
+def example_batch(pipeline: Pipeline, batch_size: int = 1) -> Dict[str, np.ndarray]:
+    """Zeros shaped like a batch of ``pipeline``: what ``Task.init`` is traced on."""
+    return {"image": np.zeros((batch_size,) + tuple(pipeline.image_shape), np.float32),
+            "label": np.zeros((batch_size,), np.int32)}
+
+
+def total_steps(config, pipeline: Pipeline) -> int:
+    if config.num_steps > 0:
+        return int(config.num_steps)
+    steps = int(math.ceil(config.num_epochs * (pipeline.num_examples // config.batch_size)))
+    if steps <= 0:
+        raise ValueError(f"num_epochs={config.num_epochs} with batch {config.batch_size} on "
+                         f"{pipeline.num_examples} examples gives no steps")
+    return steps
+
+
+def evaluate(eval_step, state, pipeline: Pipeline, batch_size: int, mesh) -> Dict[str, float]:
+    """``{'loss', 'accuracy', 'count'}`` over one pass of ``pipeline`` (a compiled
+    ``eval_step`` from ``jit_eval_step(eval_step_fn(task), mesh)``)."""
+    sums = None
+    for batch in pipeline.eval_batches(batch_size):
+        out = eval_step(state, shard_batch(batch, mesh))
+        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    count = float(sums["count"])
+    return {"loss": float(sums["loss_sum"]) / count, "accuracy": float(sums["correct"]) / count, "count": count}
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+    """A list that becomes ``[True]`` when SIGTERM arrives (main thread only)."""
+    flag = []
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: flag.append(True))
+    except ValueError:  # not the main thread
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _mean_metrics(pending) -> Dict[str, float]:
+    host = jax.device_get(pending)
+    return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] = None, *,
+          stop_at_step: Optional[int] = None, progress_bar: Optional[bool] = None):
+    """Trains (or resumes) the run of ``config`` in ``workdir``; returns the final ``TrainState``.
+
+    ``stop_at_step`` ends the run early as a kill would (after saving a checkpoint there
+    if it falls on ``checkpoint_every``); ``progress_bar`` None = a bar on a terminal only.
+    """
+    mesh = create_mesh()
+    train_data = pipeline_from_config(config, config.train_split)
+    eval_data = pipeline_from_config(config, config.eval_split)
+    task = task or ClassificationTask(model_from_config(config, train_data.num_classes), config.label_smoothing)
+    steps = total_steps(config, train_data)
+    tx, learning_rate_fn = create_optimizer(config, steps)
+    rng = jax.random.PRNGKey(config.seed)
+    config_json = config_to_json(config)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2))
+
+    batches = train_data.train_batches(config.batch_size, config.seed)
+    checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.max_to_keep)
+    restored = checkpointer.restore_latest(abstract_train_state(task, tx, example_batch(train_data), mesh))
+    if restored is None:
+        state = create_train_state(task, tx, config.seed, example_batch(train_data), mesh)
+        start = 0
+    else:
+        state, start = restored.state, restored.step
+        batches.set_state(restored.data_state)
+    logger = RunLogger(workdir, steps, start, progress_bar)
+    compiled = {}
+    eval_step = jit_eval_step(eval_step_fn(task), mesh)
+    end = min(steps, stop_at_step if stop_at_step is not None else steps)
+    pending = []
+    with _sigterm_flag() as terminated:
+        for step in range(start, end):
+            state = task.on_step(state, step) or state
+            key = task.compile_key
+            if key not in compiled:
+                compiled[key] = jit_train_step(train_step_fn(task, tx, learning_rate_fn), mesh)
+            state, metrics = compiled[key](state, shard_batch(next(batches), mesh), rng)
+            pending.append(metrics)
+            logger.advance()
+            done = step + 1
+            if done % config.log_every == 0 or done == end:
+                summary = _mean_metrics(pending)
+                pending = []
+                logger.write(done, "train", summary)
+                task.on_log(state, done, summary)
+            if (config.eval_every and done % config.eval_every == 0) or done == steps:
+                logger.write(done, config.eval_split, evaluate(eval_step, state, eval_data,
+                                                               config.eval_batch_size, mesh))
+            if done % config.checkpoint_every == 0 or done == steps or terminated:
+                checkpointer.save(done, state, batches.get_state(), config_json)
+            if terminated:
+                break
+    checkpointer.wait()
+    checkpointer.close()
+    logger.close()
+    return state

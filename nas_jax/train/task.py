@@ -1,0 +1,86 @@
+"""What a training run optimises: the ``Task`` the loop is parameterised by.
+
+A task owns the model and the loss; the loop owns everything else (data, sharding,
+optimiser, checkpoints, logging). The RepNAS search and the pruning trainer are tasks:
+
+* ``init(rng, batch) -> {'params', 'batch_stats', 'extra'}``: fresh variables; ``batch``
+  is an example batch (shapes only matter). ``extra`` is the task's own pytree (``{}``
+  if none), carried in ``TrainState.extra`` and checkpointed with it.
+* ``loss(params, extra, batch_stats, batch, rng, train) -> (loss, (logits, new_batch_stats,
+  aux))``: a pure, jit-able scalar loss; ``logits`` float32 ``[B, classes]`` (for the
+  accuracy metric), ``aux`` a dict of scalar metrics to log. With ``train=False`` the
+  batch may hold ``'mask' [B]`` and the loss must be the mask-weighted mean.
+* ``trains_extra`` (bool): when true the step also differentiates the loss with respect
+  to ``extra`` (integer leaves get ``float0`` gradients) and calls
+  ``update_extra(extra, extra_grads, step) -> extra`` inside the compiled step, after
+  the weight update (e.g. an Adam step on the alphas, or nothing in a frozen phase).
+* ``on_step(state, step) -> TrainState | None``: host side, before step ``step`` (a
+  Python int; no device sync). May return a replacement state (reset BN statistics,
+  switch a phase flag in ``extra``) and may change the task itself; the loop keeps one
+  compiled step per ``compile_key`` (a hashable attribute), so a task that changes its
+  static structure (e.g. fixes a RepNAS mask) changes ``compile_key`` too.
+* ``on_log(state, step, metrics) -> None``: host side, at logging points, with the
+  averaged metrics as floats.
+
+``Task`` below gives the optional parts their defaults; ``ClassificationTask`` is the
+plain supervised task (any zoo model, cross-entropy with label smoothing).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Hashable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class Task:
+    trains_extra: bool = False
+    compile_key: Hashable = None
+
+    def init(self, rng, batch) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def loss(self, params, extra, batch_stats, batch, rng, train: bool):
+        raise NotImplementedError
+
+    def update_extra(self, extra, extra_grads, step):
+        return extra
+
+    def on_step(self, state, step: int):
+        return None
+
+    def on_log(self, state, step: int, metrics: Dict[str, float]) -> None:
+        return None
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0, mask: Optional[jax.Array] = None):
+    """Mean (mask-weighted if ``mask``) softmax cross-entropy of float32 ``logits [B, K]``
+    against int ``labels [B]``, the targets smoothed by ``label_smoothing``."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+    if mask is None:
+        return losses.mean()
+    return (losses * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+class ClassificationTask(Task):
+    """Supervised image classification with a Flax model ``model.apply(v, x, train=)``."""
+
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0):
+        self.model, self.label_smoothing = model, label_smoothing
+
+    def init(self, rng, batch):
+        variables = self.model.init({"params": rng}, batch["image"], train=False)
+        return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}), "extra": {}}
+
+    def loss(self, params, extra, batch_stats, batch, rng, train):
+        variables = {"params": params, "batch_stats": batch_stats}
+        if train:
+            logits, updates = self.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+            batch_stats = updates["batch_stats"]
+        else:
+            logits = self.model.apply(variables, batch["image"], train=False)
+        smoothing = self.label_smoothing if train else 0.0
+        return cross_entropy(logits, batch["label"], smoothing, batch.get("mask")), (logits, batch_stats, {})
