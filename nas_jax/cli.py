@@ -1,7 +1,9 @@
 """The ``nas-jax`` command line: a thin dispatcher over the library.
 
 Each subcommand lives in the module of its concern, which defines ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit status). A subcommand that
+takes ``--config.key=value`` overrides sets ``parser.set_defaults(takes_config_overrides=True)``
+and finds them, in order, in ``args.config_overrides``.
 """
 from __future__ import annotations
 
@@ -9,8 +11,15 @@ import argparse
 import importlib
 import sys
 
+CONFIG_OVERRIDE_PREFIX = "--config."
+
 COMMANDS = {
     "parity": "nas_jax.interop.parity",
+    "train": "nas_jax.train.commands.train",
+    "eval": "nas_jax.train.commands.eval",
+    "fuse": "nas_jax.train.commands.fuse",
+    "bench": "nas_jax.train.commands.bench",
+    "prune": "nas_jax.pruning.cli",
 }
 
 
@@ -26,7 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    overrides = [a for a in argv if a.startswith(CONFIG_OVERRIDE_PREFIX)]
+    parser = build_parser()
+    args = parser.parse_args([a for a in argv if not a.startswith(CONFIG_OVERRIDE_PREFIX)])
+    if overrides and not getattr(args, "takes_config_overrides", False):
+        parser.error(f"{args.command} takes no {CONFIG_OVERRIDE_PREFIX}key=value overrides: {overrides}")
+    args.config_overrides = overrides
     return int(args._run(args) or 0)
 
 

@@ -13,6 +13,7 @@ random numbers as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -26,7 +27,7 @@ import numpy as np
 from nas_jax.data import Pipeline, create_pipeline
 from nas_jax.models import create_model
 from nas_jax.train.checkpoint import Checkpointer
-from nas_jax.train.config import config_to_json
+from nas_jax.train.config import config_from_json, config_to_json
 from nas_jax.train.observe import RunLogger
 from nas_jax.train.optim import create_optimizer
 from nas_jax.train.step import (abstract_train_state, create_mesh, create_train_state, eval_step_fn,
@@ -154,3 +155,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] 
     checkpointer.close()
     logger.close()
     return state
+
+
+def restore_run(workdir: str):
+    """``(config, task, state, mesh)`` of the newest readable checkpoint of a
+    ``ClassificationTask`` run in ``workdir`` (its config read from ``config.json``)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir!r} holds no training run (no config.json)")
+    with open(path) as f:
+        config = config_from_json(json.load(f))
+    mesh = create_mesh()
+    train_data = pipeline_from_config(config, config.train_split)
+    task = ClassificationTask(model_from_config(config, train_data.num_classes), config.label_smoothing)
+    tx, _ = create_optimizer(config, total_steps(config, train_data))
+    checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.max_to_keep)
+    restored = checkpointer.restore_latest(abstract_train_state(task, tx, example_batch(train_data), mesh))
+    checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"no readable checkpoint under {os.path.join(workdir, CHECKPOINT_DIR)!r}")
+    return config, task, restored.state, mesh

@@ -1,0 +1,1 @@
+"""The training subcommands of ``nas-jax``: ``train``, ``eval``, ``fuse``, ``bench``."""

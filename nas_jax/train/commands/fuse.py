@@ -1,0 +1,48 @@
+"""``nas-jax fuse --workdir W``: fuse a trained run into its deploy network, write it to
+``W/deploy`` (orbax, ``{'params'}`` of ``block='deploy'``, plus ``deploy.json`` with the
+model settings), and check it against the trained model on one validation batch."""
+from __future__ import annotations
+
+import json
+import os
+
+HELP = "fuse a trained run into its deploy form (W/deploy) and check it on a validation batch"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--workdir", required=True)
+
+
+def run(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    from nas_jax.rep.fuse import fuse_params
+    from nas_jax.train.loop import pipeline_from_config, restore_run
+
+    config, task, state, _ = restore_run(args.workdir)
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    eval_data = pipeline_from_config(config, config.eval_split)
+    batch = next(eval_data.eval_batches(config.eval_batch_size))
+    deploy_model, deploy_variables = fuse_params(task.model, variables,
+                                                 input_shape=(1,) + tuple(eval_data.image_shape))
+    with jax.default_matmul_precision("highest"):
+        trained = np.asarray(task.model.apply(variables, jnp.asarray(batch["image"])))
+        deployed = np.asarray(deploy_model.apply(deploy_variables, jnp.asarray(batch["image"])))
+    real = batch["mask"] > 0
+    out_dir = os.path.abspath(os.path.join(args.workdir, "deploy"))
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(out_dir, deploy_variables, force=True)
+    with open(os.path.join(args.workdir, "deploy.json"), "w") as f:
+        json.dump({"model": config.model, "block": "deploy", "width": config.width,
+                   "num_classes": eval_data.num_classes, "dtype": config.dtype, "step": int(state.step)}, f)
+
+    def accuracy(logits):
+        return float(np.mean(logits[real].argmax(-1) == batch["label"][real]))
+
+    print(json.dumps({"deploy_dir": out_dir, "examples": int(real.sum()),
+                      "max_abs_logit_diff": float(np.abs(trained[real] - deployed[real]).max()),
+                      "accuracy_trained": accuracy(trained), "accuracy_deploy": accuracy(deployed)}))
+    return 0
