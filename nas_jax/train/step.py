@@ -90,7 +90,7 @@ def train_step_fn(task: Task, tx: optax.GradientTransformation,
         updates, opt_state = tx.update(param_grads, state.opt_state, state.params)
         extra = task.update_extra(state.extra, extra_grads, state.step) if task.trains_extra else state.extra
         metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-                   "grad_norm": optax.global_norm(param_grads), **aux}
+                   "grad_norm": optax.tree.norm(param_grads), **aux}
         if learning_rate_fn is not None:
             metrics["learning_rate"] = learning_rate_fn(state.step)
         new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),

@@ -1,0 +1,187 @@
+"""The training loop: sharded = one-device step, kill (SIGKILL / SIGTERM) and resume gives
+the uninterrupted losses, the Task extension points, the optimiser's decay mask, and the
+train -> eval -> fuse command line on a zoo model with its artefacts."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from nas_jax.data import create_pipeline
+from nas_jax.train import (ClassificationTask, TrainState, create_mesh, create_optimizer, create_train_state,
+                           default_config, jit_train_step, shard_batch, train, train_step_fn)
+from nas_jax.train.observe import read_metrics
+from nas_jax.train.optim import weight_decay_mask
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOTAL_STEPS = 8
+
+
+class TinyNet(nn.Module):
+    """conv-BN-ReLU, global pool, dense: the step machinery at a compile cost of ~1 s."""
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(8, (3, 3), strides=(2, 2), use_bias=False)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+        return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+
+class SlowTask(ClassificationTask):
+    """Sleeps before each step (host side), so a test can kill the run mid-way."""
+
+    def on_step(self, state, step):
+        time.sleep(float(os.environ.get("STEP_SLEEP", "0")))
+
+
+def tiny_config(**overrides):
+    c = default_config()
+    c.num_steps, c.batch_size, c.eval_batch_size = TOTAL_STEPS, 16, 400
+    c.log_every, c.checkpoint_every, c.learning_rate, c.warmup_steps = 1, 2, 0.05, 2
+    c.grad_clip_norm, c.label_smoothing = 5.0, 0.1
+    c.update(overrides)
+    return c
+
+
+def train_losses(workdir):
+    return {r["step"]: r["loss"] for r in read_metrics(workdir) if r["split"] == "train"}
+
+
+def test_sharded_step_equals_one_device_step():
+    config = tiny_config()
+    task = ClassificationTask(TinyNet())
+    tx, lr = create_optimizer(config, 10)
+    batches = create_pipeline("digits", "train").train_batches(16, 0)
+    host = [next(batches) for _ in range(2)]
+    results = []
+    for devices in (jax.devices(), jax.devices()[:1]):
+        mesh = create_mesh(devices)
+        state = create_train_state(task, tx, 0, host[0], mesh)
+        step = jit_train_step(train_step_fn(task, tx, lr), mesh)
+        losses = []
+        for batch in host:
+            state, metrics = step(state, shard_batch(batch, mesh), jax.random.PRNGKey(0))
+            losses.append(float(metrics["loss"]))
+        results.append((losses, jax.device_get(state)))
+    assert len(jax.devices()) == 8
+    (l8, s8), (l1, s1) = results
+    np.testing.assert_allclose(l8, l1, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), s8, s1)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("full"))
+    train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), progress_bar=False)
+    return train_losses(workdir)
+
+
+def test_stop_and_resume_gives_the_same_losses(tmp_path, uninterrupted):
+    workdir = str(tmp_path)
+    train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), stop_at_step=5, progress_bar=False)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
+    state = train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), progress_bar=False)
+    assert int(state.step) == TOTAL_STEPS
+    resumed = train_losses(workdir)
+    assert sorted(resumed) == list(range(1, TOTAL_STEPS + 1))
+    np.testing.assert_allclose([resumed[s] for s in sorted(resumed)],
+                               [uninterrupted[s] for s in sorted(resumed)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_process_resumes_with_the_same_losses(tmp_path, uninterrupted, sig):
+    workdir = str(tmp_path)
+    env = dict(os.environ, STEP_SLEEP="0.3", JAX_DEFAULT_MATMUL_PRECISION="highest")
+    proc = subprocess.Popen([sys.executable, __file__, workdir], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint_4 = os.path.join(workdir, "checkpoints", "4")
+    deadline = time.time() + 120
+    while not os.path.isdir(checkpoint_4) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    assert 4 in steps and steps[-1] < TOTAL_STEPS
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0 and steps[-1] == 5, "SIGTERM saves after the step in progress"
+    train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), progress_bar=False)
+    resumed = train_losses(workdir)
+    np.testing.assert_allclose([resumed[s] for s in range(1, TOTAL_STEPS + 1)],
+                               [uninterrupted[s] for s in range(1, TOTAL_STEPS + 1)], rtol=1e-6)
+
+
+class AlphaTask(ClassificationTask):
+    """Trains ``extra['alpha']`` by its own SGD (lr 0.1) on ``0.5 * |alpha - 1|^2`` and
+    switches to a second compiled step at step 2; records the host hooks."""
+    trains_extra = True
+
+    def __init__(self):
+        super().__init__(TinyNet())
+        self.compile_key, self.steps_seen, self.logged = "phase1", [], []
+
+    def init(self, rng, batch):
+        return {**super().init(rng, batch), "extra": {"alpha": jax.numpy.zeros(3), "count": jax.numpy.int32(0)}}
+
+    def loss(self, params, extra, batch_stats, batch, rng, train):
+        loss, out = super().loss(params, extra, batch_stats, batch, rng, train)
+        return loss + 0.5 * ((extra["alpha"] - 1.0) ** 2).sum(), out
+
+    def update_extra(self, extra, grads, step):
+        return {"alpha": extra["alpha"] - 0.1 * grads["alpha"], "count": extra["count"] + 1}
+
+    def on_step(self, state, step):
+        self.steps_seen.append(step)
+        if step == 2:
+            self.compile_key = "phase2"
+
+    def on_log(self, state, step, metrics):
+        self.logged.append((step, sorted(metrics)))
+
+
+def test_task_extension_points(tmp_path):
+    task = AlphaTask()
+    state = train(tiny_config(num_steps=4, log_every=2), str(tmp_path), task, progress_bar=False)
+    assert isinstance(state, TrainState)
+    np.testing.assert_allclose(state.extra["alpha"], np.full(3, 1 - 0.9 ** 4), rtol=1e-6)
+    assert int(state.extra["count"]) == 4 and task.steps_seen == [0, 1, 2, 3]
+    assert [s for s, _ in task.logged] == [2, 4]
+    assert task.logged[0][1] == ["accuracy", "grad_norm", "learning_rate", "loss"]
+
+
+def test_weight_decay_skips_batchnorm_and_biases():
+    params = jax.eval_shape(TinyNet().init, jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3)))["params"]
+    mask = weight_decay_mask(params)
+    assert mask["Conv_0"]["kernel"] and mask["Dense_0"]["kernel"]
+    assert not mask["Dense_0"]["bias"] and not mask["BatchNorm_0"]["scale"] and not mask["BatchNorm_0"]["bias"]
+
+
+def test_cli_train_eval_fuse_on_a_zoo_model(tmp_path, capsys):
+    from nas_jax.cli import main
+
+    workdir = str(tmp_path)
+    config = os.path.join(REPO, "experiments", "configs", "train_digits.py")
+    assert main(["train", "--config", config, "--workdir", workdir, "--config.width=0.125",
+                 "--config.num_steps=2", "--config.log_every=1", "--config.eval_batch_size=360"]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert trained["step"] == 2 and trained["count"] == 359
+    assert main(["eval", "--workdir", workdir]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluated["accuracy"] == pytest.approx(trained["accuracy"])
+    assert main(["fuse", "--workdir", workdir]) == 0
+    fused = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert fused["max_abs_logit_diff"] < 1e-3 and fused["accuracy_deploy"] == fused["accuracy_trained"]
+    assert os.path.isdir(os.path.join(workdir, "deploy"))
+    assert os.path.getsize(os.path.join(workdir, "training_curve.png")) > 0
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    assert [r["step"] for r in read_metrics(workdir) if r["split"] == "train"] == [1, 2]
+
+
+if __name__ == "__main__":  # the process test_killed_process_resumes_* kills
+    train(tiny_config(), sys.argv[1], SlowTask(TinyNet(), 0.1), progress_bar=False)
