@@ -19,6 +19,7 @@ COMMANDS = {
     "eval": "nas_jax.train.commands.eval",
     "fuse": "nas_jax.train.commands.fuse",
     "bench": "nas_jax.train.commands.bench",
+    "prune": "nas_jax.pruning.cli",
 }
 
 

@@ -23,10 +23,14 @@ class BlockSpec:
 
     branch_mask: for ``repnas``, ``(("path/of/layer", (bool,) * 6), ...)`` fixes which
     primitives each RepNAS layer computes (a fixed sub-network); empty means all six.
+    widths: ``(("path/of/layer", out_channels), ...)`` overrides the output width of the
+    named layers (a pruned network); a depthwise layer takes its width from its input, so
+    it is never listed. Empty means the model's own widths.
     """
     kind: str = "plain"
     dtype: Any = None
     branch_mask: Tuple[Tuple[str, Tuple[bool, ...]], ...] = ()
+    widths: Tuple[Tuple[str, int], ...] = ()
 
     def __post_init__(self):
         if self.kind not in BLOCK_KINDS:
@@ -37,6 +41,13 @@ class BlockSpec:
             if p == path:
                 return tuple(bool(b) for b in m)
         return None
+
+    def width(self, path: str, default: int) -> int:
+        """The output width of layer ``path``: its override, else ``default``."""
+        for p, w in self.widths:
+            if p == path:
+                return int(w)
+        return default
 
 
 def is_searchable(kind: str, kernel_size: int) -> bool:
@@ -49,13 +60,15 @@ def conv_block(spec: BlockSpec, parent: nn.Module, features: int, kernel_size: i
     """The module for one conv-BN layer of ``parent``, called as ``layer(x, train)``.
 
     Padding is ``kernel_size // 2``. Must be called inside ``parent``'s compact method.
+    ``features`` is replaced by the spec's width override for this layer, if any.
     """
+    path = "/".join(parent.path + (name,))
+    features = spec.width(path, features)
     if spec.kind == "deploy":
         return DeployConv(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
     if spec.kind == "dbb" and is_searchable("dbb", kernel_size):
         return DiverseBranchBlock(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
     if spec.kind == "repnas" and is_searchable("repnas", kernel_size):
-        path = "/".join(parent.path + (name,))
         return RepNASBlock(features, strides, groups, spec.static_mask(path), dtype=spec.dtype, name=name)
     return ConvBN(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
 

@@ -1,7 +1,7 @@
 """MobileNetV1 as in the official DBB code, and MobileNetV2 (the pruning papers' backbone)."""
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 
@@ -13,6 +13,8 @@ MOBILENET_V1_STRIDE2_BLOCKS = (1, 3, 5, 11)
 
 
 class MobileNetV1Block(nn.Module):
+    """``depthwise`` 3x3 (as wide as its input; ``in_channels`` is the nominal input width)
+    -> ``pointwise`` 1x1."""
     in_channels: int
     out_channels: int
     strides: int
@@ -20,7 +22,7 @@ class MobileNetV1Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.relu(conv_block(self.spec, self, self.in_channels, 3, self.strides, self.in_channels,
+        x = nn.relu(conv_block(self.spec, self, x.shape[-1], 3, self.strides, x.shape[-1],
                                name="depthwise")(x, train))
         return nn.relu(conv_block(self.spec, self, self.out_channels, 1, name="pointwise")(x, train))
 
@@ -32,10 +34,11 @@ class MobileNetV1(nn.Module):
     block: str = "plain"
     branch_mask: Tuple = ()
     dtype: Any = None
+    widths: Tuple = ()
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        spec = BlockSpec(self.block, self.dtype, self.branch_mask)
+        spec = BlockSpec(self.block, self.dtype, self.branch_mask, self.widths)
         ch = [max(1, int(c * self.width)) for c in MOBILENET_V1_CHANNELS]
         x = nn.relu(conv_block(spec, self, ch[0], 3, 2, name="conv1")(x.astype(self.dtype or x.dtype), train))
         for i in range(13):
@@ -55,21 +58,25 @@ def _divisible(v, divisor=8):
 
 
 class InvertedResidual(nn.Module):
-    """``expand`` 1x1 (absent when t = 1) -> ``depthwise`` 3x3 -> ``project`` 1x1 (linear)."""
+    """``expand`` 1x1 (absent when t = 1) -> ``depthwise`` 3x3 (as wide as its input) ->
+    ``project`` 1x1 (linear). ``in_channels``: the nominal input width (default: the input's
+    width), which decides the block's structure when the spec overrides widths."""
     hidden: int
     out_channels: int
     strides: int
     spec: BlockSpec
+    in_channels: Optional[int] = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        in_channels = x.shape[-1] if self.in_channels is None else self.in_channels
         y = x
-        if self.hidden != x.shape[-1]:
+        if self.hidden != in_channels:
             y = nn.relu6(conv_block(self.spec, self, self.hidden, 1, name="expand")(y, train))
-        y = nn.relu6(conv_block(self.spec, self, self.hidden, 3, self.strides, self.hidden,
+        y = nn.relu6(conv_block(self.spec, self, y.shape[-1], 3, self.strides, y.shape[-1],
                                 name="depthwise")(y, train))
         y = conv_block(self.spec, self, self.out_channels, 1, name="project")(y, train)
-        return x + y if self.strides == 1 and x.shape[-1] == self.out_channels else y
+        return x + y if self.strides == 1 and in_channels == self.out_channels else y
 
 
 class MobileNetV2(nn.Module):
@@ -80,17 +87,19 @@ class MobileNetV2(nn.Module):
     block: str = "plain"
     branch_mask: Tuple = ()
     dtype: Any = None
+    widths: Tuple = ()
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        spec = BlockSpec(self.block, self.dtype, self.branch_mask)
+        spec = BlockSpec(self.block, self.dtype, self.branch_mask, self.widths)
         c_in = _divisible(32 * self.width)
         x = nn.relu6(conv_block(spec, self, c_in, 3, 2, name="features_0")(x.astype(self.dtype or x.dtype), train))
         idx = 1
         for t, c, n, s in MOBILENET_V2_SETTINGS:
             c_out = _divisible(c * self.width)
             for i in range(n):
-                x = InvertedResidual(c_in * t, c_out, s if i == 0 else 1, spec, name=f"features_{idx}")(x, train)
+                x = InvertedResidual(c_in * t, c_out, s if i == 0 else 1, spec, c_in,
+                                     name=f"features_{idx}")(x, train)
                 c_in, idx = c_out, idx + 1
         last = _divisible(1280 * max(1.0, self.width))
         x = nn.relu6(conv_block(spec, self, last, 1, name=f"features_{idx}")(x, train))

@@ -28,10 +28,11 @@ class RepVGG(nn.Module):
     block: str = "plain"
     branch_mask: Tuple = ()
     dtype: Any = None
+    widths: Tuple = ()
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        spec = BlockSpec(self.block, self.dtype, self.branch_mask)
+        spec = BlockSpec(self.block, self.dtype, self.branch_mask, self.widths)
         x = x.astype(self.dtype or x.dtype)
         widths = [max(1, int(64 * (2 ** s) * m * self.width)) for s, m in enumerate(self.stage_widths)]
         layer = 0

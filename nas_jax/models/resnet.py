@@ -2,7 +2,7 @@
 ``stage{1..4}_{i}`` blocks, a ``linear`` classifier)."""
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 
@@ -10,9 +10,12 @@ from nas_jax.models.layers import BlockSpec, classify, conv_block
 
 
 class BasicBlock(nn.Module):
+    """``in_channels``: the nominal input width (default: the input's width), which decides
+    whether the block has a ``shortcut`` conv when the spec overrides widths."""
     planes: int
     strides: int
     spec: BlockSpec
+    in_channels: Optional[int] = None
     expansion = 1
 
     @nn.compact
@@ -23,9 +26,12 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """``in_channels``: the nominal input width (default: the input's width), which decides
+    whether the block has a ``shortcut`` conv when the spec overrides widths."""
     planes: int
     strides: int
     spec: BlockSpec
+    in_channels: Optional[int] = None
     expansion = 4
 
     @nn.compact
@@ -37,7 +43,8 @@ class Bottleneck(nn.Module):
 
 
 def _shortcut(block, x, out_channels, train):
-    if block.strides == 1 and x.shape[-1] == out_channels:
+    in_channels = x.shape[-1] if block.in_channels is None else block.in_channels
+    if block.strides == 1 and in_channels == out_channels:
         return x
     return conv_block(block.spec, block, out_channels, 1, block.strides, name="shortcut")(x, train)
 
@@ -61,14 +68,18 @@ class ResNet(nn.Module):
     block: str = "plain"
     branch_mask: Tuple = ()
     dtype: Any = None
+    widths: Tuple = ()
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        spec = BlockSpec(self.block, self.dtype, self.branch_mask)
+        spec = BlockSpec(self.block, self.dtype, self.branch_mask, self.widths)
         block_cls = Bottleneck if self.bottleneck else BasicBlock
-        x = ResNetStem(int(64 * self.width), spec, name="stage0")(x.astype(self.dtype or x.dtype), train)
+        c_in = int(64 * self.width)
+        x = ResNetStem(c_in, spec, name="stage0")(x.astype(self.dtype or x.dtype), train)
         for s, n in enumerate(self.stage_sizes):
             for i in range(n):
-                x = block_cls(int(64 * 2 ** s * self.width), 2 if (i == 0 and s > 0) else 1, spec,
+                planes = int(64 * 2 ** s * self.width)
+                x = block_cls(planes, 2 if (i == 0 and s > 0) else 1, spec, c_in,
                               name=f"stage{s + 1}_{i}")(x, train)
+                c_in = planes * block_cls.expansion
         return classify(x, self.num_classes, self.dtype)

@@ -1,0 +1,92 @@
+"""``nas-jax prune``: ``graph`` (draw a model's layer graph), ``train`` (jointly train a
+Graph PruningNet, then report accuracy at uniform widths) and ``export`` (a width
+configuration as a real smaller network).
+
+The run's configuration is an ``ml_collections`` file (``experiments/configs/prune_*.py``)
+holding the training keys of ``nas_jax.train.config.default_config`` plus ``pruning``
+(see ``experiments/configs/prune_digits.py``), overridden by ``--config.key=value``
+arguments (``--config.pruning.grid_step=0.1``) as for ``nas-jax train``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+HELP = "Graph Pruning: draw a layer graph, train a PruningNet, export a pruned network"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="prune_command", required=True)
+    g = sub.add_parser("graph", help="draw the layer graph of a zoo model (colour = coupled group)")
+    g.add_argument("--model", required=True)
+    g.add_argument("--block", default="plain", help="plain | dbb | repnas | deploy")
+    g.add_argument("--width", type=float, default=1.0)
+    g.add_argument("--num-classes", type=int, default=1000)
+    g.add_argument("--image-size", type=int, default=224)
+    g.add_argument("--out", required=True, help="picture file, e.g. graph.png")
+    g.add_argument("--widths-template", help="also write a widths file (every group at 1.0) here")
+    g.set_defaults(_prune=run_graph)
+    t = sub.add_parser("train", help="jointly train a Graph PruningNet; writes WORKDIR/report.json")
+    t.add_argument("--config", required=True)
+    t.add_argument("--workdir", required=True)
+    t.set_defaults(takes_config_overrides=True)
+    t.set_defaults(_prune=run_train)
+    e = sub.add_parser("export", help="a width configuration of a trained PruningNet as a plain network")
+    e.add_argument("--workdir", required=True)
+    e.add_argument("--widths", required=True, help="widths JSON (see `prune graph --widths-template`)")
+    e.add_argument("--out", required=True)
+    e.set_defaults(_prune=run_export)
+
+
+def run(args) -> int:
+    try:
+        return args._prune(args)
+    except (ValueError, NotImplementedError, FileNotFoundError) as err:
+        print(f"error: {err}")
+        return 2
+
+
+def run_graph(args) -> int:
+    from nas_jax.pruning.draw import draw_graph
+    from nas_jax.pruning.widths import save_widths, uniform_ratios
+    from nas_jax.pruning.zoo import ZooSpec
+
+    graph = ZooSpec(args.model, args.num_classes, args.width, args.image_size).graph(args.block)
+    draw_graph(graph, args.out)
+    for group in graph.groups:
+        layers = ", ".join(graph.layers[i].path for i in group.layers)
+        print(f"{'fixed' if group.fixed else 'group'} {group.name} ({group.channels} channels): {layers}")
+    if args.widths_template:
+        save_widths(args.widths_template, graph, uniform_ratios(graph, 1.0))
+    print(f"{len(graph.layers)} layers, {len(graph.edges)} edges, {len(graph.prunable_groups)} prunable groups "
+          f"-> {args.out}")
+    return 0
+
+
+def run_train(args) -> int:
+    from nas_jax.pruning.run import accuracy_by_width, load_run_config, pruning_task
+    from nas_jax.train.loop import pipeline_from_config, train
+
+    config = load_run_config(args.config, args.config_overrides)
+    task = pruning_task(config)
+    start = time.time()
+    state = train(config, args.workdir, task)
+    seconds = time.time() - start
+    report = {"model": task.spec.to_json(), "grid": list(task.grid.ratios), "train_seconds": seconds,
+              "steps": int(state.step),
+              **accuracy_by_width(config, task, state.params, pipeline_from_config(config, config.train_split),
+                                  pipeline_from_config(config, config.eval_split))}
+    with open(os.path.join(args.workdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    print(json.dumps(report["accuracy_by_width"]))
+    return 0
+
+
+def run_export(args) -> int:
+    from nas_jax.pruning.run import export_from_workdir
+
+    report = export_from_workdir(args.workdir, args.widths, args.out)
+    print(json.dumps(report))
+    return 0

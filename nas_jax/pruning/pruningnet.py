@@ -1,0 +1,125 @@
+"""The Graph PruningNet: a GCN over the layer graph, then one weight generator per layer.
+
+For kept widths ``channels`` [num_groups]:
+
+1. ``node_features`` [num_layers, NUM_FEATURES]: kind one-hot (conv, depthwise, dense),
+   kernel height / 7, stride / 2, full input and output widths / the widest layer, depth
+   position in [0, 1], the layer's share of the full network's FLOPs and parameters,
+   then the kept input and output ratios of this configuration (the only part that
+   changes between steps).
+2. ``GraphAggregator``: ``depth`` jraph ``GraphConvolution`` layers (symmetric
+   normalisation, every edge in both directions, self edges), each ``Dense -> aggregate``,
+   ReLU between, giving embeddings [num_layers, features].
+3. ``WeightGenerators``: an individual generator per layer, as in MetaPruning
+   ``Linear(features -> hidden) -> ReLU -> Linear(-> prod(full kernel shape))``,
+   reshaped to the layer's full weight (HWIO for convs, [in, out] for the classifier)
+   and scaled by the He standard deviation of the full layer, so a fresh PruningNet
+   generates weights of the usual initial size.
+
+The generated weights are full size; ``nas_jax.pruning.masked`` masks their outputs to
+the kept widths, so every configuration has the same shapes and one compilation serves all.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+from nas_jax.pruning.cost import layer_costs
+from nas_jax.pruning.graph import IMAGE, KINDS, LayerGraph
+from nas_jax.pruning.widths import full_channels
+
+NUM_FEATURES = len(KINDS) + 8
+
+
+def static_node_features(graph: LayerGraph) -> np.ndarray:
+    """[num_layers, NUM_FEATURES - 2] float32: the configuration-independent features."""
+    costs = layer_costs(graph, full_channels(graph))
+    widest = max(max(layer.in_channels, layer.out_channels) for layer in graph.layers)
+    last = max(len(graph.layers) - 1, 1)
+    rows = [[float(layer.kind == k) for k in KINDS]
+            + [layer.kernel[0] / 7, layer.stride / 2, layer.in_channels / widest, layer.out_channels / widest,
+               i / last, costs["flops"][i] / costs["flops"].sum(), costs["params"][i] / costs["params"].sum()]
+            for i, layer in enumerate(graph.layers)]
+    return np.asarray(rows, np.float32)
+
+
+def node_features(graph: LayerGraph, channels) -> jax.Array:
+    """[num_layers, NUM_FEATURES] float32 for kept ``channels`` [num_groups] (jit-able)."""
+    kept = jnp.asarray(channels, jnp.float32) / full_channels(graph)
+    in_group = np.asarray([graph.in_group(layer) for layer in graph.layers])
+    in_ratio = jnp.where(in_group == IMAGE, 1.0, kept[np.maximum(in_group, 0)])
+    out_ratio = kept[np.asarray([layer.group for layer in graph.layers])]
+    return jnp.concatenate([jnp.asarray(static_node_features(graph)), in_ratio[:, None], out_ratio[:, None]], 1)
+
+
+class GraphAggregator(nn.Module):
+    """[num_layers, F] node features -> [num_layers, features] embeddings over ``graph``."""
+    graph: LayerGraph
+    features: int = 64
+    depth: int = 2
+
+    @nn.compact
+    def __call__(self, nodes):
+        graph = self.graph.graphs_tuple(nodes)
+        for i in range(self.depth):
+            if i:
+                graph = graph._replace(nodes=nn.relu(graph.nodes))
+            gcn = jraph.GraphConvolution(nn.Dense(self.features, name=f"gcn_{i}"), add_self_edges=True,
+                                         symmetric_normalization=True)
+            graph = gcn(graph)
+        return graph.nodes
+
+
+class WeightGenerators(nn.Module):
+    """One two-layer FC generator per node, batched: node ``i``'s embedding goes through
+    its own ``hidden_kernel[i]`` [F, hidden] (+ bias, ReLU) and its own columns of
+    ``out_kernel`` [hidden, sum(sizes)] (+ bias), giving its ``sizes[i]`` weights, scaled
+    by ``scales[i]``. Storing the generators side by side keeps the compiled program and
+    its initialisation the same size whatever the number of layers.
+
+    [num_nodes, F] embeddings -> [sum(sizes)] weights, node after node."""
+    sizes: Tuple[int, ...]
+    scales: Tuple[float, ...]
+    hidden: int = 32
+
+    @nn.compact
+    def __call__(self, embeddings):
+        n, f = embeddings.shape
+        w1 = self.param("hidden_kernel", nn.initializers.lecun_normal(batch_axis=(0,)), (n, f, self.hidden))
+        b1 = self.param("hidden_bias", nn.initializers.zeros, (n, self.hidden))
+        h = nn.relu(jnp.einsum("nf,nfh->nh", embeddings, w1) + b1)
+        w2 = self.param("out_kernel", nn.initializers.lecun_normal(), (self.hidden, sum(self.sizes)))
+        b2 = self.param("out_bias", nn.initializers.zeros, (sum(self.sizes),))
+        owner = np.repeat(np.arange(n), self.sizes)  # the node of every output weight
+        out = (h.T[:, owner] * w2).sum(0) + b2
+        return out * np.repeat(np.asarray(self.scales, np.float32), self.sizes)
+
+
+class PruningNet(nn.Module):
+    """``channels`` [num_groups] int -> (``{layer path: full weight}``, classifier bias
+    [classes]). Parameters: ``aggregator`` (the GCN), ``generators`` (every layer's
+    generator), ``classifier_bias``."""
+    graph: LayerGraph
+    gcn_features: int = 64
+    gcn_depth: int = 2
+    generator_hidden: int = 32
+
+    @nn.compact
+    def __call__(self, channels) -> Tuple[Dict[str, jax.Array], jax.Array]:
+        layers = self.graph.layers
+        embeddings = GraphAggregator(self.graph, self.gcn_features, self.gcn_depth, name="aggregator")(
+            node_features(self.graph, channels))
+        sizes = tuple(math.prod(layer.kernel_shape) for layer in layers)
+        he_std = tuple(math.sqrt(2.0 / math.prod(layer.kernel_shape[:-1])) for layer in layers)
+        flat = WeightGenerators(sizes, he_std, self.generator_hidden, name="generators")(embeddings)
+        offsets = np.cumsum((0,) + sizes)
+        weights = {layer.path: flat[offsets[i]:offsets[i + 1]].reshape(layer.kernel_shape)
+                   for i, layer in enumerate(layers)}
+        bias = self.param("classifier_bias", nn.initializers.zeros, (layers[-1].out_channels,))
+        return weights, bias

@@ -1,0 +1,111 @@
+"""A pruning run's pieces shared by the command line: its config, task, evaluation by
+width, and export of a configuration from its work directory."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from typing import Dict, List, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nas_jax.pruning.cost import network_cost
+from nas_jax.pruning.export import export_network, save_network
+from nas_jax.pruning.masked import masked_apply
+from nas_jax.pruning.task import PruningTask, configuration_variables, evaluate_configuration
+from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels, load_widths, uniform_ratios
+from nas_jax.pruning.zoo import ZooSpec
+from nas_jax.train.checkpoint import Checkpointer
+from nas_jax.train.config import apply_overrides, config_from_json, load_config
+from nas_jax.train.loop import CHECKPOINT_DIR, example_batch, pipeline_from_config, total_steps
+from nas_jax.train.optim import create_optimizer
+from nas_jax.train.step import abstract_train_state, create_mesh
+
+
+def load_run_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    config = apply_overrides(load_config(path), overrides)
+    if "pruning" not in config:
+        raise ValueError(f"config {path!r} has no 'pruning' section: not a pruning config")
+    return config
+
+
+def pruning_task(config) -> PruningTask:
+    """The task of a run's config (the model at ``config.image_size``, or 32 if 0)."""
+    p = config.pruning
+    num_classes = pipeline_from_config(config, config.train_split).num_classes
+    spec = ZooSpec(config.model, num_classes, config.width, config.image_size or 32)
+    grid = WidthGrid.arange(p.grid_start, p.grid_stop, p.grid_step)
+    return PruningTask(spec, grid, p.gcn_features, p.gcn_depth, p.generator_hidden, config.label_smoothing)
+
+
+def calibration_images(config, train_data) -> List[np.ndarray]:
+    """``pruning.calibration_batches`` training batches of images (augmented, a seed of
+    their own), the data BatchNorm statistics are recalibrated on."""
+    batches = train_data.train_batches(config.batch_size, config.seed + 1)
+    return [b["image"] for b in itertools.islice(batches, config.pruning.calibration_batches)]
+
+
+def accuracy_by_width(config, task: PruningTask, params, train_data, eval_data) -> Dict[str, dict]:
+    """``{'accuracy_by_width': {ratio: accuracy}, 'flops_by_width': ..., 'params_by_width': ...}``
+    for the uniform widths ``pruning.report_widths``, BatchNorm recalibrated for each."""
+    images = calibration_images(config, train_data)
+    out = {"accuracy_by_width": {}, "flops_by_width": {}, "params_by_width": {}}
+    for ratio in config.pruning.report_widths:
+        ratios = uniform_ratios(task.graph, ratio)
+        key = f"{ratio:g}"
+        out["accuracy_by_width"][key] = evaluate_configuration(task, params, ratios, images,
+                                                               eval_data.eval_batches(config.eval_batch_size))
+        cost = network_cost(task.graph, np.asarray(group_channels(task.graph, ratios)))
+        out["flops_by_width"][key], out["params_by_width"][key] = cost["flops"], cost["params"]
+    return out
+
+
+def restore_params(workdir: str):
+    """(config, task, PruningNet params) of the newest checkpoint in ``workdir``."""
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{workdir} holds no pruning run (no config.json)")
+    with open(config_path) as f:
+        config = config_from_json(json.load(f))
+    if "pruning" not in config:
+        raise ValueError(f"{workdir} holds a run that is not a pruning run")
+    task = pruning_task(config)
+    train_data = pipeline_from_config(config, config.train_split)
+    tx, _ = create_optimizer(config, total_steps(config, train_data))
+    abstract = abstract_train_state(task, tx, example_batch(train_data), create_mesh())
+    checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.max_to_keep)
+    restored = checkpointer.restore_latest(abstract)
+    checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir}/{CHECKPOINT_DIR}")
+    return config, task, restored.state.params
+
+
+def export_from_workdir(workdir: str, widths_path: str, out_dir: str) -> dict:
+    """Exports configuration ``widths_path`` of the PruningNet trained in ``workdir`` to
+    ``out_dir`` (``save_network`` layout plus ``widths.json`` and ``report.json``)."""
+    config, task, params = restore_params(workdir)
+    ratios = load_widths(widths_path, task.graph, task.grid)
+    train_data = pipeline_from_config(config, config.train_split)
+    variables, channels = configuration_variables(task, params, ratios, calibration_images(config, train_data))
+    model, pruned = export_network(task.spec, task.graph, variables, channels)
+    images = next(pipeline_from_config(config, config.eval_split).eval_batches(config.eval_batch_size))["image"]
+    with jax.default_matmul_precision("highest"):
+        reference = jax.jit(lambda v, c, x: masked_apply(task.model, task.graph, v, c, x, False))(
+            variables, channels, images)
+        exported = jax.jit(model.apply)(pruned, images)
+    channels = np.asarray(channels, np.int64)
+    cost, full = network_cost(task.graph, channels), network_cost(task.graph, full_channels(task.graph))
+    report = {"max_abs_diff_vs_masked": float(jnp.max(jnp.abs(exported - reference))),
+              "flops": cost["flops"], "params": cost["params"], "flops_ratio": cost["flops"] / full["flops"],
+              "params_ratio": cost["params"] / full["params"], "full_flops": full["flops"],
+              "full_params": full["params"], "flops_unit": "multiply-accumulates"}
+    save_network(out_dir, task.spec, model, pruned)
+    with open(widths_path) as src, open(os.path.join(out_dir, "widths.json"), "w") as dst:
+        dst.write(src.read())
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return report

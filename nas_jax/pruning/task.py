@@ -1,0 +1,92 @@
+"""Joint training of the Graph PruningNet as a ``nas_jax.train`` task, and evaluation of
+width configurations.
+
+Each training step draws one width ratio per prunable group from the grid (from the
+step's random key, so every step is a new configuration and a resumed run draws the same
+ones), generates every layer's weights, runs the masked network with train-mode
+BatchNorm and backpropagates the cross-entropy into the generators and the GCN. The
+train state's ``params`` are the PruningNet's; ``batch_stats`` and ``extra`` are empty
+(no running statistics: they would mix configurations). All shapes are full width, so
+the step compiles once.
+
+The loop's own evaluation (``train=False``) runs the full-width network with BatchNorm
+on each evaluation batch's statistics; ``evaluate_configuration`` is the real
+measurement: BatchNorm recalibrated for the configuration, then evaluation.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_jax.pruning import masked
+from nas_jax.pruning.pruningnet import PruningNet
+from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels, sample_ratios
+from nas_jax.pruning.zoo import ZooSpec
+from nas_jax.train.task import Task, cross_entropy
+
+
+class PruningTask(Task):
+    """``spec``: the zoo model pruned; ``grid``: the candidate ratios; the other arguments
+    size the PruningNet (see ``PruningNet``)."""
+
+    def __init__(self, spec: ZooSpec, grid: WidthGrid, gcn_features: int = 64, gcn_depth: int = 2,
+                 generator_hidden: int = 32, label_smoothing: float = 0.0):
+        self.spec, self.grid, self.label_smoothing = spec, grid, label_smoothing
+        self.graph = spec.graph()
+        self.model = spec.model()
+        self.net = PruningNet(self.graph, gcn_features, gcn_depth, generator_hidden)
+
+    def init(self, rng, batch):
+        params = self.net.init(rng, full_channels(self.graph))["params"]
+        return {"params": params, "batch_stats": {}, "extra": {}}
+
+    def generate(self, params, channels, batch_stats=None) -> dict:
+        """The masked zoo model's variables for ``channels`` [num_groups]."""
+        weights, bias = self.net.apply({"params": params}, channels)
+        return masked.zoo_variables(self.graph, weights, bias, batch_stats)
+
+    def loss(self, params, extra, batch_stats, batch, rng, train):
+        if train:
+            ratios = sample_ratios(rng, self.graph, self.grid)
+        else:
+            ratios = jnp.ones((len(self.graph.groups),), jnp.float32)
+        channels = group_channels(self.graph, ratios)
+        logits = masked.masked_apply(self.model, self.graph, self.generate(params, channels), channels,
+                                     batch["image"], train=True)
+        smoothing = self.label_smoothing if train else 0.0
+        loss = cross_entropy(logits, batch["label"], smoothing, batch.get("mask"))
+        kept = channels / full_channels(self.graph)
+        return loss, (logits, batch_stats, {"mean_width": kept.mean()})
+
+
+def _accuracy_sums(task: PruningTask, variables, channels, batch):
+    logits = masked.masked_apply(task.model, task.graph, variables, channels, batch["image"], train=False)
+    mask = batch["mask"]
+    return ((jnp.argmax(logits, -1) == batch["label"]) * mask).sum(), mask.sum()
+
+
+_accuracy_sums_jit = jax.jit(_accuracy_sums, static_argnums=0)
+_generate_jit = jax.jit(lambda task, params, channels: task.generate(params, channels), static_argnums=0)
+
+
+def configuration_variables(task: PruningTask, params, ratios, calibration_images: Iterable) -> Tuple[dict, jax.Array]:
+    """(masked full-width variables with recalibrated BatchNorm statistics, kept channels)
+    for ``ratios`` [num_groups]; ``calibration_images``: batches of images."""
+    channels = group_channels(task.graph, jnp.asarray(ratios, jnp.float32))
+    variables = _generate_jit(task, params, channels)
+    stats = masked.recalibrate(task.model, task.graph, variables, channels, calibration_images)
+    return dict(variables, batch_stats=stats), channels
+
+
+def evaluate_configuration(task: PruningTask, params, ratios, calibration_images: Iterable,
+                           eval_batches: Iterable[Dict[str, np.ndarray]]) -> float:
+    """Top-1 accuracy of configuration ``ratios`` with recalibrated BatchNorm."""
+    variables, channels = configuration_variables(task, params, ratios, calibration_images)
+    correct = count = 0.0
+    for batch in eval_batches:
+        c, n = _accuracy_sums_jit(task, variables, channels, batch)
+        correct, count = correct + float(c), count + float(n)
+    return correct / max(count, 1.0)
