@@ -6,7 +6,8 @@ step), ``peak_mem_mb`` (the devices' ``peak_bytes_in_use`` where ``memory_stats`
 else the process's max RSS) and the settings. The train step is the loop's own
 (``nas_jax.train.step``: SGD, sharded batch, donated state); inference is
 ``model.apply(v, x)`` in eval mode. ``block='deploy'`` builds the deploy network directly
-(the same shapes ``fuse_params`` gives for every trainable kind).
+(the same shapes ``fuse_params`` gives for every trainable kind). ``cpu_skip_algsimp``:
+see ``nas_jax.train.step.compiler_options``.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import numpy as np
 from nas_jax.models import create_model
 from nas_jax.train.config import default_config
 from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import (create_mesh, create_train_state, jit_train_step, replicated, shard_batch,
-                                train_step_fn)
+from nas_jax.train.step import (compiler_options, create_mesh, create_train_state, jit_train_step, replicated,
+                                shard_batch, train_step_fn)
 from nas_jax.train.task import ClassificationTask
 
 MODES = ("train", "infer")
@@ -47,7 +48,8 @@ def _time(run, state, steps: int):
 
 
 def benchmark(mode: str, model: str, block: str = "plain", batch: int = 32, res: int = 224, steps: int = 10,
-              dtype: str = "float32", num_classes: int = 1000, width: float = 1.0) -> dict:
+              dtype: str = "float32", num_classes: int = 1000, width: float = 1.0,
+              cpu_skip_algsimp: bool = True) -> dict:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if dtype not in DTYPES:
@@ -64,15 +66,17 @@ def benchmark(mode: str, model: str, block: str = "plain", batch: int = 32, res:
     tx, _ = create_optimizer(default_config(), 1000)
     state = create_train_state(task, tx, 0, {k: v[:1] for k, v in host_batch.items()}, mesh)
     key = jax.random.PRNGKey(0)
+    options = compiler_options(cpu_skip_algsimp)
 
     start = time.perf_counter()
     if mode == "train":
-        step = jit_train_step(train_step_fn(task, tx), mesh).lower(state, data, key).compile()
+        step = jit_train_step(train_step_fn(task, tx), mesh, options).lower(state, data, key).compile()
         run = lambda s: step(s, data, key)[0]  # noqa: E731
         carry = state
     else:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        forward = jax.jit(lambda v, x: net.apply(v, x, train=False), out_shardings=replicated(mesh))
+        forward = jax.jit(lambda v, x: net.apply(v, x, train=False), out_shardings=replicated(mesh),
+                          compiler_options=options)
         forward = forward.lower(variables, data["image"]).compile()
         run = lambda logits: forward(variables, data["image"])  # noqa: E731
         carry = None
@@ -81,5 +85,5 @@ def benchmark(mode: str, model: str, block: str = "plain", batch: int = 32, res:
     peak, source = peak_memory_mb()
     return {"mode": mode, "model": model, "block": block, "batch": batch, "res": res, "steps": steps,
             "dtype": dtype, "width": width, "devices": mesh.size, "device_kind": jax.devices()[0].device_kind,
-            "images_per_s": batch * steps / seconds, "step_ms": 1000 * seconds / steps, "compile_s": compile_s,
+            "cpu_skip_algsimp": options is not None, "images_per_s": batch * steps / seconds, "step_ms": 1000 * seconds / steps, "compile_s": compile_s,
             "peak_mem_mb": peak, "peak_mem_source": source}

@@ -112,6 +112,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.adam_b1, c.adam_b2 = 0.9, 0.999
     c.label_smoothing = 0.0
     c.seed = 0
+    # skip XLA's algebraic simplifier for the steps on the CPU (nas_jax.train.step)
+    c.cpu_skip_algsimp = True
     # bookkeeping, in steps (eval_every 0 = only at the end)
     c.log_every, c.eval_every, c.checkpoint_every, c.max_to_keep = 10, 0, 500, 3
     return c

@@ -30,8 +30,8 @@ from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.config import config_from_json, config_to_json
 from nas_jax.train.observe import RunLogger
 from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import (abstract_train_state, create_mesh, create_train_state, eval_step_fn,
-                                jit_eval_step, jit_train_step, shard_batch, train_step_fn)
+from nas_jax.train.step import (abstract_train_state, compiler_options, create_mesh, create_train_state,
+                                eval_step_fn, jit_eval_step, jit_train_step, shard_batch, train_step_fn)
 from nas_jax.train.task import ClassificationTask, Task
 
 CHECKPOINT_DIR = "checkpoints"
@@ -126,7 +126,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] 
         batches.set_state(restored.data_state)
     logger = RunLogger(workdir, steps, start, progress_bar)
     compiled = {}
-    eval_step = jit_eval_step(eval_step_fn(task), mesh)
+    options = compiler_options(config.cpu_skip_algsimp)
+    eval_step = jit_eval_step(eval_step_fn(task), mesh, options)
     end = min(steps, stop_at_step if stop_at_step is not None else steps)
     pending = []
     with _sigterm_flag() as terminated:
@@ -134,7 +135,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] 
             state = task.on_step(state, step) or state
             key = task.compile_key
             if key not in compiled:
-                compiled[key] = jit_train_step(train_step_fn(task, tx, learning_rate_fn), mesh)
+                compiled[key] = jit_train_step(train_step_fn(task, tx, learning_rate_fn), mesh, options)
             state, metrics = compiled[key](state, shard_batch(next(batches), mesh), rng)
             pending.append(metrics)
             logger.advance()

@@ -2,6 +2,7 @@
 [--dtype float32|bfloat16] [--json]``: images/s of a train step or of inference."""
 from __future__ import annotations
 
+import argparse
 import json
 
 HELP = "benchmark a zoo model's train step or inference on synthetic data"
@@ -20,6 +21,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--cpu-skip-algsimp", action=argparse.BooleanOptionalAction, default=True,
+                        help="on the CPU, compile without XLA's algebraic simplifier (nas_jax.train.step)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -27,7 +30,7 @@ def run(args) -> int:
     from nas_jax.train.bench import benchmark
 
     result = benchmark(args.mode, args.model, args.block, args.batch, args.res, args.steps, args.dtype,
-                       args.num_classes, args.width)
+                       args.num_classes, args.width, args.cpu_skip_algsimp)
     if args.json:
         print(json.dumps(result))
     else:

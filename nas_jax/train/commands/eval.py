@@ -13,11 +13,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from nas_jax.train.loop import evaluate, pipeline_from_config, restore_run
-    from nas_jax.train.step import eval_step_fn, jit_eval_step
+    from nas_jax.train.step import compiler_options, eval_step_fn, jit_eval_step
 
     config, task, state, mesh = restore_run(args.workdir)
     split = args.split or config.eval_split
-    result = evaluate(jit_eval_step(eval_step_fn(task), mesh), state, pipeline_from_config(config, split),
+    step = jit_eval_step(eval_step_fn(task), mesh, compiler_options(config.get("cpu_skip_algsimp", False)))
+    result = evaluate(step, state, pipeline_from_config(config, split),
                       config.eval_batch_size, mesh)
     print(json.dumps({"step": int(state.step), "split": split, **result}))
     return 0
