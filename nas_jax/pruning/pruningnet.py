@@ -92,7 +92,7 @@ class WeightGenerators(nn.Module):
     def __call__(self, embeddings):
         n, f = embeddings.shape
         w1 = self.param("hidden_kernel", nn.initializers.lecun_normal(batch_axis=(0,)), (n, f, self.hidden))
-        b1 = self.param("hidden_bias", nn.initializers.zeros, (n, self.hidden))
+        b1 = self.param("hidden_bias", nn.initializers.ones, (n, self.hidden))  # no generator starts dead
         h = nn.relu(jnp.einsum("nf,nfh->nh", embeddings, w1) + b1)
         w2 = self.param("out_kernel", nn.initializers.lecun_normal(), (self.hidden, sum(self.sizes)))
         b2 = self.param("out_bias", nn.initializers.zeros, (sum(self.sizes),))

@@ -1,0 +1,104 @@
+"""The PruningNet: exported network == masked forward, gradients reach every generator and
+the GCN, and the train / export commands end to end on digits."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import Phase, given, settings, strategies as st
+
+from nas_jax.cli import main
+from nas_jax.pruning import masked
+from nas_jax.pruning.export import export_network, load_network, save_network
+from nas_jax.pruning.task import PruningTask, configuration_variables
+from nas_jax.pruning.widths import WidthGrid, sample_ratios, save_widths, uniform_ratios
+from nas_jax.pruning.zoo import ZooSpec
+from reference import rel_l2
+
+SIZE = 32
+GRID = WidthGrid.arange(0.1, 1.0, 0.1)
+TASKS = {name: PruningTask(ZooSpec(name, 10, width, SIZE), GRID, gcn_features=8, gcn_depth=2, generator_hidden=4)
+         for name, width in [("resnet18", 0.125), ("mobilenet_v1", 0.125)]}
+
+
+@pytest.fixture(scope="module")
+def images():
+    return jax.random.normal(jax.random.key(7), (3, 8, SIZE, SIZE, 3))
+
+
+@pytest.fixture(scope="module")
+def params():
+    return {name: jax.jit(task.init)(jax.random.key(0), None)["params"] for name, task in TASKS.items()}
+
+
+_masked_eval = jax.jit(lambda task, v, c, x: masked.masked_apply(task.model, task.graph, v, c, x, False),
+                       static_argnums=0)
+
+
+@settings(max_examples=2, deadline=None, phases=(Phase.explicit, Phase.generate))
+@given(st.sampled_from(sorted(TASKS)), st.integers(0, 2**31 - 1))
+def test_exported_network_equals_masked_forward(images, params, name, seed):
+    task = TASKS[name]
+    ratios = sample_ratios(jax.random.key(seed), task.graph, GRID)
+    with jax.default_matmul_precision("highest"):
+        variables, channels = configuration_variables(task, params[name], ratios, images[:2])
+        reference = _masked_eval(task, variables, channels, images[2])
+        model, pruned = export_network(task.spec, task.graph, variables, channels)
+        exported = jax.jit(model.apply)(pruned, images[2])
+    assert rel_l2(exported, reference) < 1e-5
+    # the masked network really is pruned: its output differs from the full-width one
+    full_vars, full_channels = configuration_variables(task, params[name], uniform_ratios(task.graph, 1.0),
+                                                       images[:2])
+    assert rel_l2(_masked_eval(task, full_vars, full_channels, images[2]), reference) > 1e-3
+
+
+def test_save_and_load_network(tmp_path, images, params):
+    task = TASKS["resnet18"]
+    variables, channels = configuration_variables(task, params["resnet18"], uniform_ratios(task.graph, 0.5),
+                                                  images[:1])
+    model, pruned = export_network(task.spec, task.graph, variables, channels)
+    save_network(tmp_path, task.spec, model, pruned)
+    spec, loaded_model, loaded = load_network(tmp_path)
+    assert spec == task.spec and loaded_model == model
+    assert jax.tree.map(np.shape, loaded) == jax.tree.map(np.shape, pruned)
+
+
+def test_gradients_reach_every_generator_and_the_gcn(images, params):
+    task = TASKS["mobilenet_v1"]
+    batch = {"image": images[0], "label": jnp.arange(8) % 10}
+    grads = jax.jit(jax.grad(lambda p: task.loss(p, {}, {}, batch, jax.random.key(1), True)[0]))(
+        params["mobilenet_v1"])
+    gen = grads["generators"]
+    sizes = [int(np.prod(layer.kernel_shape)) for layer in task.graph.layers]
+    out_columns = np.split(np.asarray(gen["out_kernel"]), np.cumsum(sizes)[:-1], axis=1)
+    assert all(np.abs(c).sum() > 0 for c in out_columns)
+    assert np.all(np.abs(np.asarray(gen["hidden_kernel"])).sum(axis=(1, 2)) > 0)
+    for layer in grads["aggregator"].values():
+        assert np.abs(np.asarray(layer["kernel"])).sum() > 0
+    assert np.abs(np.asarray(grads["classifier_bias"])).sum() > 0
+
+
+def test_train_then_export_commands(tmp_path):
+    workdir, out = tmp_path / "run", tmp_path / "export"
+    overrides = ["--config.num_steps=2", "--config.log_every=1", "--config.width=0.125",
+                 "--config.pruning.calibration_batches=1", "--config.pruning.gcn_features=8",
+                 "--config.pruning.generator_hidden=4", "--config.pruning.report_widths=(0.5, 1.0)",
+                 "--config.batch_size=16"]
+    assert main(["prune", "train", "--config", "experiments/configs/prune_digits.py", "--workdir", str(workdir),
+                 *overrides]) == 0
+    report = json.loads((workdir / "report.json").read_text())
+    assert set(report["accuracy_by_width"]) == {"0.5", "1"}
+    assert report["flops_by_width"]["0.5"] < report["flops_by_width"]["1"]
+    spec = ZooSpec("resnet18", 10, 0.125, SIZE)
+    graph = spec.graph()
+    save_widths(tmp_path / "w.json", graph, uniform_ratios(graph, 0.5))
+    assert main(["prune", "export", "--workdir", str(workdir), "--widths", str(tmp_path / "w.json"),
+                 "--out", str(out)]) == 0
+    exported = json.loads((out / "report.json").read_text())
+    assert exported["max_abs_diff_vs_masked"] < 1e-4
+    assert exported["flops"] == report["flops_by_width"]["0.5"] and 0 < exported["flops_ratio"] < 1
+    save_widths(tmp_path / "bad.json", ZooSpec("mobilenet_v1", 10, 0.125, SIZE).graph(),
+                uniform_ratios(ZooSpec("mobilenet_v1", 10, 0.125, SIZE).graph(), 0.5))
+    assert main(["prune", "export", "--workdir", str(workdir), "--widths", str(tmp_path / "bad.json"),
+                 "--out", str(out)]) == 2
