@@ -24,3 +24,10 @@ def randomize(variables, seed=0, scale=0.3):
 def rel_l2(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def random_variables(model, x, seed=0, scale=0.3):
+    """Random variables for ``model`` on input ``x`` without running its initialisers
+    (compiling a big model's random init costs far more than the test itself)."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    return randomize(shapes, seed, scale)

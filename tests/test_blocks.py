@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from helpers import randomize, rel_l2
+from helpers import random_variables, rel_l2
 from nas_jax.rep.blocks import PRIMITIVES, BNAndPad, DeployConv, DiverseBranchBlock, RepNASBlock
 from reference import conv2d
 
@@ -37,7 +37,7 @@ def test_dbb_fuses_exactly(cfg, seed, size):
     cin = cfg.pop("cin")
     block = DiverseBranchBlock(**cfg)
     x = jax.random.normal(jax.random.key(seed % 1000), (2, size, size, cin))
-    v = randomize(block.init(jax.random.key(0), x), seed)
+    v = random_variables(block, x, seed)
     y = block.apply(v, x)
     assert rel_l2(_fused_forward(block, v, x), y) < 1e-5
 
@@ -58,7 +58,7 @@ def test_repnas_block_fuses_exactly(cfg, seed, weighted):
     cin = cfg.pop("cin")
     block = RepNASBlock(**cfg)
     x = jax.random.normal(jax.random.key(seed % 1000), (2, 9, 9, cin))
-    v = randomize(block.init(jax.random.key(0), x), seed)
+    v = random_variables(block, x, seed)
     w = None
     if weighted:
         w = jnp.asarray(np.random.default_rng(seed).uniform(0.2, 1.0, 6), jnp.float32)
@@ -72,7 +72,7 @@ def test_repnas_block_fuses_exactly(cfg, seed, weighted):
 def test_repnas_block_skips_masked_branches_and_falls_back_to_conv3x3():
     x = jnp.ones((1, 8, 8, 4))
     block = RepNASBlock(6, strides=2, static_mask=(False,) * 6)  # no identity at stride 2
-    v = randomize(block.init(jax.random.key(0), x))
+    v = random_variables(block, x)
     assert set(v["params"]) == {f"_ops_{i}" for i in range(6)}  # init creates every branch
     jaxpr = str(jax.make_jaxpr(lambda v: block.apply(v, x))(v))
     assert jaxpr.count("conv_general_dilated") == 1  # only the fallback conv3x3 runs
@@ -83,7 +83,7 @@ def test_repnas_block_skips_masked_branches_and_falls_back_to_conv3x3():
 def test_repnas_block_computes_only_kept_branches():
     x = jnp.ones((1, 8, 8, 4))
     full = RepNASBlock(4)
-    v = full.init(jax.random.key(0), x)
+    v = random_variables(full, x)
     def n_convs(mask):
         return str(jax.make_jaxpr(lambda v: RepNASBlock(4, static_mask=mask).apply(v, x))(v)).count("conv_general")
     assert n_convs((True, False, False, False, False, False)) == 1
@@ -93,7 +93,7 @@ def test_repnas_block_computes_only_kept_branches():
 def test_bn_and_pad_fills_the_border_with_the_bn_output_of_zero():
     x = jax.random.normal(jax.random.key(0), (1, 4, 4, 3))
     layer = BNAndPad(pad=2)
-    v = randomize(layer.init(jax.random.key(0), x), 1)
+    v = random_variables(layer, x, 1)
     y = np.asarray(layer.apply(v, x))
     zero_response = np.asarray(layer.apply(v, jnp.zeros((1, 1, 1, 3))))[0, 2, 2]
     assert y.shape == (1, 8, 8, 3)
@@ -105,7 +105,7 @@ def test_bn_and_pad_fills_the_border_with_the_bn_output_of_zero():
 def test_fusion_under_jit_equals_eager_and_gradients_flow():
     block = DiverseBranchBlock(8, 3, 1, groups=2)
     x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4))
-    v = randomize(block.init(jax.random.key(0), x))
+    v = random_variables(block, x)
     eager = block.fuse(v, 4)
     jitted = jax.jit(lambda v: block.fuse(v, 4))(v)
     for a, b in zip(eager, jitted):
@@ -120,7 +120,7 @@ def test_fusion_under_jit_equals_eager_and_gradients_flow():
                                    RepNASBlock(4, 1)])
 def test_bfloat16_fusion_within_bfloat16_tolerance(block):
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
-    v = randomize(block.init(jax.random.key(0), x))
+    v = random_variables(block, x)
     y32 = block.apply(v, x)
     v16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), v)
     kernel, bias = block.fuse(v16, 4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from nas_jax.rep.blocks import ConvBN, DiverseBranchBlock, RepNASBlock
@@ -77,8 +76,3 @@ def fuse_params(model: nn.Module, variables, *, input_shape: Sequence[int] = (1,
     deploy_model = model.clone(block="deploy", branch_mask=())
     return deploy_model, {"params": params}
 
-
-def fuse_params_jit(model: nn.Module, variables, **kwargs):
-    """``fuse_params`` compiled: the tracing forward pass is removed by XLA."""
-    deploy_model = model.clone(block="deploy", branch_mask=())
-    return deploy_model, jax.jit(lambda v: fuse_params(model, v, **kwargs)[1])(variables)
