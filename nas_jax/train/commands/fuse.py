@@ -26,11 +26,18 @@ def run(args) -> int:
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     eval_data = pipeline_from_config(config, config.eval_split)
     batch = next(eval_data.eval_batches(config.eval_batch_size))
-    deploy_model, deploy_variables = fuse_params(task.model, variables,
-                                                 input_shape=(1,) + tuple(eval_data.image_shape))
+    deploy_models = []
+
+    def fuse(v):  # compiled: the tracing forward pass inside fuse_params is dead code to XLA
+        deploy_model, deploy_v = fuse_params(task.model, v, input_shape=(1,) + tuple(eval_data.image_shape))
+        deploy_models.append(deploy_model)
+        return deploy_v
+
+    deploy_variables = jax.device_get(jax.jit(fuse)(variables))
+    deploy_model = deploy_models[0]
     with jax.default_matmul_precision("highest"):
-        trained = np.asarray(task.model.apply(variables, jnp.asarray(batch["image"])))
-        deployed = np.asarray(deploy_model.apply(deploy_variables, jnp.asarray(batch["image"])))
+        trained = np.asarray(jax.jit(task.model.apply)(variables, jnp.asarray(batch["image"])))
+        deployed = np.asarray(jax.jit(deploy_model.apply)(deploy_variables, jnp.asarray(batch["image"])))
     real = batch["mask"] > 0
     out_dir = os.path.abspath(os.path.join(args.workdir, "deploy"))
     with ocp.StandardCheckpointer() as checkpointer:
