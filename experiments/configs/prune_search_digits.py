@@ -1,0 +1,21 @@
+"""Width search on the digits PruningNet (experiments/configs/prune_digits.py), scaled
+down from MetaPruning's settings: 60 evaluations per search, candidates ranked on the
+digits validation split (disjoint from train and test).
+
+    nas-jax prune search --workdir W --method evolution --budget flops=0.5 \\
+        --config experiments/configs/prune_search_digits.py
+"""
+from nas_jax.pruning.search.config import default_config
+
+
+def get_config():
+    c = default_config()
+    s = c.search
+    s.evaluations, s.chunk, s.checkpoint_every = 60, 10, 2
+    s.holdout_split = "validation"
+    s.random.batch = 10
+    s.evolution.population, s.evolution.top_k = 20, 5
+    s.evolution.mutations, s.evolution.crossovers = 10, 10
+    s.rl.batch = 10
+    s.rl.learning_rate = 0.05
+    return c

@@ -1,0 +1,32 @@
+"""The search settings (``ml_collections``), MetaPruning's where it gives them.
+
+``nas-jax prune search --config FILE`` takes a file whose ``get_config()`` returns a
+``ConfigDict`` with a ``search`` section like ``default_config()``'s (see
+``experiments/configs/prune_search_*.py``); ``--config.search.key=value`` overrides it.
+"""
+import ml_collections
+
+
+def search_section() -> ml_collections.ConfigDict:
+    s = ml_collections.ConfigDict()
+    s.seed = 0
+    s.budget_mode, s.penalty = "hard", 1.0  # hard: clamp to the budget; penalty: score - penalty * excess
+    s.evaluations = 1000  # candidates evaluated per search (MetaPruning: 20 generations x 50)
+    s.chunk = 8  # candidates per vmapped evaluation call
+    s.checkpoint_every = 2  # iterations
+    # held-out data the candidates are ranked on: a split other than the test split, or
+    # 'train' with holdout_examples > 0 (its first examples, as MetaPruning's subset of train)
+    s.holdout_split, s.holdout_examples = "validation", 0
+    s.random = ml_collections.ConfigDict({"batch": 50})
+    s.evolution = ml_collections.ConfigDict(
+        {"population": 50, "top_k": 10, "mutations": 25, "mutation_prob": 0.1, "crossovers": 25})
+    s.rl = ml_collections.ConfigDict(
+        {"batch": 10, "hidden": 64, "learning_rate": 0.01, "entropy_bonus": 0.01, "baseline_momentum": 0.9,
+         "algorithm": "reinforce", "ppo_epochs": 4, "ppo_clip": 0.2})
+    return s
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.search = search_section()
+    return c

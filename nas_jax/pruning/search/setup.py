@@ -1,0 +1,65 @@
+"""A search set up from a ``nas-jax prune train`` work directory: the trained
+PruningNet, its held-out and calibration data, the evaluator, space and searcher."""
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Dict
+
+import ml_collections
+import numpy as np
+
+from nas_jax.pruning.run import calibration_images, restore_params
+from nas_jax.pruning.search.driver import run_search
+from nas_jax.pruning.search.evaluate import CandidateEvaluator, stack_batches
+from nas_jax.pruning.search.policy import group_states
+from nas_jax.pruning.search.searchers import (METHODS, EvolutionSearcher, RandomSearcher, RLSearcher, Searcher,
+                                              UniformSearcher)
+from nas_jax.pruning.search.space import Budget, SearchSpace
+from nas_jax.pruning.task import PruningTask
+from nas_jax.train.loop import pipeline_from_config
+
+
+def holdout_batches(config, search: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:
+    """The held-out evaluation batches, stacked (``evaluate`` layout). Refuses the test split."""
+    if search.holdout_split == "test":
+        raise ValueError("candidates must not be ranked on the test split; choose another holdout_split")
+    if search.holdout_split == config.train_split and search.holdout_examples <= 0:
+        raise ValueError("a holdout on the training split needs holdout_examples > 0")
+    pipeline = pipeline_from_config(config, search.holdout_split)
+    batches = pipeline.eval_batches(config.eval_batch_size)
+    if search.holdout_examples > 0:
+        batches = itertools.islice(batches, -(-search.holdout_examples // config.eval_batch_size))
+    return stack_batches(batches)
+
+
+def make_searcher(method: str, space: SearchSpace, search: ml_collections.ConfigDict, task: PruningTask,
+                  params) -> Searcher:
+    seed = search.seed
+    if method == "uniform":
+        return UniformSearcher(space, seed)
+    if method == "random":
+        return RandomSearcher(space, seed, search.random.batch)
+    if method == "evolution":
+        return EvolutionSearcher(space, seed, **search.evolution.to_dict())
+    if method == "rl":
+        options = search.rl.to_dict()
+        return RLSearcher(space, seed, group_states(task, params), options.pop("batch"), **options)
+    raise ValueError(f"unknown search method {method!r}; choose one of {METHODS}")
+
+
+def search_workdir(workdir: str, method: str, budget_text: str, search: ml_collections.ConfigDict,
+                   directory: str = "", log=None) -> dict:
+    """Runs (or resumes) a ``method`` search under ``budget_text`` (``flops=0.5``) on the
+    PruningNet trained in ``workdir``; results in ``directory`` (default
+    ``workdir/search/<method>``). Returns ``best.json``'s document."""
+    config, task, params = restore_params(workdir)
+    budget = Budget.parse(budget_text, search.budget_mode, search.penalty)
+    space = SearchSpace(task.graph, task.grid, budget)
+    searcher = make_searcher(method, space, search, task, params)
+    train_data = pipeline_from_config(config, config.train_split)
+    evaluator = CandidateEvaluator(task, params, np.stack(calibration_images(config, train_data)),
+                                   holdout_batches(config, search), search.chunk)
+    settings = {"method": method, "budget": str(budget), "seed": search.seed, "search": search.to_dict()}
+    return run_search(space, evaluator, searcher, directory or os.path.join(workdir, "search", method),
+                      settings, search.evaluations, search.checkpoint_every, log)

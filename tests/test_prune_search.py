@@ -1,0 +1,148 @@
+"""Width search (nas_jax.pruning.search): exact vectorised costs, budgets, batched ==
+one-at-a-time evaluation, every searcher within budget, reproducible and resumable
+searches. A tiny ResNet-18 PruningNet with random generator weights on digits."""
+import jax
+import numpy as np
+import pytest
+
+from nas_jax.data import create_pipeline
+from nas_jax.pruning.cost import network_cost
+from nas_jax.pruning.search.config import default_config
+from nas_jax.pruning.search.driver import run_search
+from nas_jax.pruning.search.evaluate import CandidateEvaluator, stack_batches
+from nas_jax.pruning.search.searchers import METHODS
+from nas_jax.pruning.search.setup import make_searcher
+from nas_jax.pruning.search.space import Budget, SearchSpace
+from nas_jax.pruning.task import PruningTask, evaluate_configuration
+from nas_jax.pruning.widths import WidthGrid
+from nas_jax.pruning.zoo import ZooSpec
+
+TASK = PruningTask(ZooSpec("resnet18", 10, 0.125, 32), WidthGrid.arange(0.25, 1.0, 0.25), gcn_features=8,
+                   generator_hidden=4)
+CHUNK = 4
+
+
+@pytest.fixture(scope="module")
+def params():
+    return jax.jit(TASK.init)(jax.random.key(0), None)["params"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    train = create_pipeline("digits", "train")
+    calibration = np.stack([b["image"] for b, _ in zip(train.train_batches(16, 1), range(2))])
+    holdout = list(create_pipeline("digits", "validation").eval_batches(64))[:2]
+    return calibration, holdout
+
+
+@pytest.fixture(scope="module")
+def evaluator(params, data):
+    calibration, holdout = data
+    return CandidateEvaluator(TASK, params, calibration, stack_batches(holdout), CHUNK)
+
+
+def space(budget="flops=0.4", mode="hard"):
+    return SearchSpace(TASK.graph, TASK.grid, Budget.parse(budget, mode))
+
+
+def search_config(**changes):
+    s = default_config().search
+    s.evaluations, s.checkpoint_every = 12, 1
+    s.random.batch, s.rl.batch = 4, 4
+    s.evolution.update(population=6, top_k=3, mutations=3, crossovers=3)
+    s.update(changes)
+    return s
+
+
+def search(method, directory, evaluator, params, s=None, budget="flops=0.4", log=None):
+    s = s or search_config()
+    sp = space(budget, s.budget_mode)
+    settings = {"method": method, "budget": budget, "seed": s.seed, "search": s.to_dict()}
+    best = run_search(sp, evaluator, make_searcher(method, sp, s, TASK, params), str(directory), settings,
+                      s.evaluations, s.checkpoint_every, log)
+    return sp, best
+
+
+def test_costs_equal_network_cost():
+    sp = space()
+    choices = np.random.default_rng(0).integers(0, sp.num_choices, (5, sp.num_groups))
+    costs = sp.costs(choices)
+    for k, channels in enumerate(sp.channels(choices)):
+        assert network_cost(TASK.graph, channels) == {m: int(costs[m][k]) for m in ("flops", "params")}
+
+
+def test_clamp_fits_and_keeps_what_fits():
+    sp = space("params=0.3")
+    choices = np.random.default_rng(1).integers(0, sp.num_choices, (50, sp.num_groups))
+    clamped = sp.clamp(choices)
+    assert sp.fits(clamped).all() and (clamped <= choices).all()
+    fitting = sp.fits(choices)
+    np.testing.assert_array_equal(clamped[fitting], choices[fitting])
+
+
+def test_impossible_budget_is_a_clear_error():
+    with pytest.raises(ValueError, match="impossible.*smallest configuration"):
+        space("flops=0.01")
+    for text in ("flops", "latency=0.5", "flops=1.5", "flops=half"):
+        with pytest.raises(ValueError):
+            Budget.parse(text)
+
+
+def test_batched_evaluation_equals_one_at_a_time(params, data, evaluator):
+    sp = space()
+    channels = sp.channels(sp.random(np.random.default_rng(2), 3))
+    one_at_a_time = CandidateEvaluator(TASK, params, data[0], stack_batches(data[1]), chunk=1)
+    batched = evaluator(channels)
+    np.testing.assert_array_equal(batched, one_at_a_time(channels))
+    reference = [evaluate_configuration(TASK, params, c / sp._full, list(data[0]), data[1]) for c in channels[:1]]
+    np.testing.assert_allclose(batched[:1], reference, atol=1.5 / 128)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_searcher_respects_its_budget(tmp_path, evaluator, params, method):
+    for budget in ("flops=0.4", "params=0.5"):
+        sp, best = search(method, tmp_path / budget, evaluator, params, budget=budget)
+        metric, fraction = budget.split("=")
+        assert best[f"{metric}_ratio"] <= float(fraction) + 1e-9
+        assert sp.fits(np.asarray(
+            [[TASK.grid.ratios.index(best["widths"][TASK.graph.groups[g].name]) for g in sp.prunable]])).all()
+        assert best["evaluations"] == (1 if method == "uniform" else 12)
+
+
+def test_penalty_budget_returns_a_configuration_within_budget(tmp_path, evaluator, params):
+    _, best = search("rl", tmp_path, evaluator, params, search_config(budget_mode="penalty", penalty=5.0))
+    assert best["flops_ratio"] <= 0.4
+
+
+@pytest.mark.parametrize("method", ["rl", "evolution"])
+def test_search_is_reproducible_for_a_seed(tmp_path, evaluator, params, method):
+    _, a = search(method, tmp_path / "a", evaluator, params)
+    _, b = search(method, tmp_path / "b", evaluator, params)
+    _, c = search(method, tmp_path / "c", evaluator, params, search_config(seed=1))
+    same = ("widths", "val_accuracy", "flops_ratio")
+    assert {k: a[k] for k in same} == {k: b[k] for k in same}
+    assert (tmp_path / "a" / "state.json").read_text().split('"wall_s"')[0] == \
+        (tmp_path / "b" / "state.json").read_text().split('"wall_s"')[0]
+    assert (tmp_path / "a" / "state.json").read_text() != (tmp_path / "c" / "state.json").read_text()
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["rl", "evolution"])
+def test_killed_search_resumes_to_the_same_result(tmp_path, evaluator, params, method):
+    s = search_config(checkpoint_every=2, evaluations=24)
+
+    def kill_at_iteration_3(iteration, history):
+        if iteration == 3:
+            raise Killed
+
+    _, uninterrupted = search(method, tmp_path / "whole", evaluator, params, s)
+    with pytest.raises(Killed):
+        search(method, tmp_path / "killed", evaluator, params, s, log=kill_at_iteration_3)
+    _, resumed = search(method, tmp_path / "killed", evaluator, params, s)
+    keys = ("widths", "val_accuracy", "flops_ratio", "evaluations")
+    assert {k: resumed[k] for k in keys} == {k: uninterrupted[k] for k in keys}
+    with pytest.raises(ValueError, match="another search"):
+        search(method, tmp_path / "killed", evaluator, params, search_config(seed=3))
