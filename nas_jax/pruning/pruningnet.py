@@ -22,7 +22,7 @@ the kept widths, so every configuration has the same shapes and one compilation 
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import flax.linen as nn
 import jax
@@ -77,28 +77,29 @@ class GraphAggregator(nn.Module):
 
 
 class WeightGenerators(nn.Module):
-    """One two-layer FC generator per node, batched: node ``i``'s embedding goes through
-    its own ``hidden_kernel[i]`` [F, hidden] (+ bias, ReLU) and its own columns of
-    ``out_kernel`` [hidden, sum(sizes)] (+ bias), giving its ``sizes[i]`` weights, scaled
-    by ``scales[i]``. Storing the generators side by side keeps the compiled program and
-    its initialisation the same size whatever the number of layers.
+    """One two-layer FC generator per node: node ``i``'s embedding goes through its own
+    ``hidden_kernel[i]`` [F, hidden] (+ bias, ReLU; batched over nodes as one einsum) and
+    its own ``out_kernel_<i>`` [hidden, prod(shapes[i])] (+ ``out_bias_<i>``), reshaped to
+    ``shapes[i]`` and scaled by ``scales[i]``. The output layers are separate parameters,
+    so each layer's gradient is a plain outer product (no gather or scatter).
 
-    [num_nodes, F] embeddings -> [sum(sizes)] weights, node after node."""
-    sizes: Tuple[int, ...]
+    [num_nodes, F] embeddings -> a list of num_nodes weights."""
+    shapes: Tuple[Tuple[int, ...], ...]
     scales: Tuple[float, ...]
     hidden: int = 32
 
     @nn.compact
-    def __call__(self, embeddings):
+    def __call__(self, embeddings) -> List[jax.Array]:
         n, f = embeddings.shape
         w1 = self.param("hidden_kernel", nn.initializers.lecun_normal(batch_axis=(0,)), (n, f, self.hidden))
         b1 = self.param("hidden_bias", nn.initializers.ones, (n, self.hidden))  # no generator starts dead
         h = nn.relu(jnp.einsum("nf,nfh->nh", embeddings, w1) + b1)
-        w2 = self.param("out_kernel", nn.initializers.lecun_normal(), (self.hidden, sum(self.sizes)))
-        b2 = self.param("out_bias", nn.initializers.zeros, (sum(self.sizes),))
-        owner = np.repeat(np.arange(n), self.sizes)  # the node of every output weight
-        out = (h.T[:, owner] * w2).sum(0) + b2
-        return out * np.repeat(np.asarray(self.scales, np.float32), self.sizes)
+        weights = []
+        for i, (shape, scale) in enumerate(zip(self.shapes, self.scales)):
+            w2 = self.param(f"out_kernel_{i}", nn.initializers.lecun_normal(), (self.hidden, math.prod(shape)))
+            b2 = self.param(f"out_bias_{i}", nn.initializers.zeros, (math.prod(shape),))
+            weights.append(((h[i] @ w2 + b2) * scale).reshape(shape))
+        return weights
 
 
 class PruningNet(nn.Module):
@@ -115,11 +116,9 @@ class PruningNet(nn.Module):
         layers = self.graph.layers
         embeddings = GraphAggregator(self.graph, self.gcn_features, self.gcn_depth, name="aggregator")(
             node_features(self.graph, channels))
-        sizes = tuple(math.prod(layer.kernel_shape) for layer in layers)
-        he_std = tuple(math.sqrt(2.0 / math.prod(layer.kernel_shape[:-1])) for layer in layers)
-        flat = WeightGenerators(sizes, he_std, self.generator_hidden, name="generators")(embeddings)
-        offsets = np.cumsum((0,) + sizes)
-        weights = {layer.path: flat[offsets[i]:offsets[i + 1]].reshape(layer.kernel_shape)
-                   for i, layer in enumerate(layers)}
+        shapes = tuple(layer.kernel_shape for layer in layers)
+        he_std = tuple(math.sqrt(2.0 / math.prod(shape[:-1])) for shape in shapes)
+        generated = WeightGenerators(shapes, he_std, self.generator_hidden, name="generators")(embeddings)
+        weights = {layer.path: w for layer, w in zip(layers, generated)}
         bias = self.param("classifier_bias", nn.initializers.zeros, (layers[-1].out_channels,))
         return weights, bias
