@@ -56,7 +56,7 @@ class _TrainTransform(grain.transforms.RandomMap):
         if self.spec.crop == "inception":
             image = T.random_resized_crop(image, self.image_size, rng)
         else:
-            image = T.pad_random_crop(T._as_rgb(image), CIFAR_PAD, rng)
+            image = T.pad_random_crop(T.as_rgb(image), CIFAR_PAD, rng)
         image = T.random_flip(image, rng)
         return {"image": T.normalize(image, self.spec.mean, self.spec.std),
                 "label": np.int32(element["label"])}
@@ -70,7 +70,7 @@ class _EvalTransform(grain.transforms.Map):
         image = element["image"]
         if self.spec.crop == "inception":
             image = T.resize_center_crop(image, self.image_size)
-        return {"image": T.normalize(T._as_rgb(image), self.spec.mean, self.spec.std),
+        return {"image": T.normalize(T.as_rgb(image), self.spec.mean, self.spec.std),
                 "label": np.int32(element["label"])}
 
 

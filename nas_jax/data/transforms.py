@@ -16,7 +16,7 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
-def _as_rgb(image: np.ndarray) -> np.ndarray:
+def as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         image = image[..., None]
     if image.shape[-1] == 1:
@@ -33,7 +33,7 @@ def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator,
     """Inception-style crop (torchvision's ``RandomResizedCrop``): a random area fraction
     in ``scale`` and aspect ratio in ``ratio``, resized to ``size x size``; after
     ``attempts`` misses, the central crop of the largest allowed aspect ratio."""
-    image = _as_rgb(image)
+    image = as_rgb(image)
     h, w = image.shape[:2]
     area = h * w
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -60,7 +60,7 @@ def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator,
 def resize_center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
     """Resize the shorter side to ``round(size / crop_fraction)`` (256 for 224), then
     take the central ``size x size`` crop."""
-    image = _as_rgb(image)
+    image = as_rgb(image)
     h, w = image.shape[:2]
     short = int(round(size / crop_fraction))
     nh, nw = (short, max(size, round(w * short / h))) if h <= w else (max(size, round(h * short / w)), short)
