@@ -19,6 +19,7 @@ COMMANDS = {
     "eval": "nas_jax.train.commands.eval",
     "fuse": "nas_jax.train.commands.fuse",
     "bench": "nas_jax.train.commands.bench",
+    "repnas": "nas_jax.repnas.cli",
     "prune": "nas_jax.pruning.cli",
 }
 

@@ -267,6 +267,12 @@ class RepNASBlock(nn.Module):
     branch whose static mask is False is not computed. With no branch left and no
     identity the block falls back to ``conv3x3``, unweighted. At init every branch is
     created, so a supernet and its fixed sub-networks share one variable layout.
+
+    A dynamic mask (a search whose mask changes every step, under ``jit``): when the
+    ``branch_weights`` collection also holds ``mask`` ([6], nonzero = kept), each branch of
+    the static mask runs under ``nn.cond`` on its entry, so a masked branch is neither
+    computed (forward or backward) nor updates its BatchNorm statistics; an empty layer
+    without identity falls back to ``conv3x3``, unweighted, as with a static mask.
     """
     features: int
     strides: int = 1
@@ -294,10 +300,12 @@ class RepNASBlock(nn.Module):
             w = self.get_variable("branch_weights", "w")
         else:
             w = jnp.ones((len(PRIMITIVES),), jnp.float32)
-        ops = self._ops()
         out = None
         if self.strides == 1 and x.shape[-1] == self.features:
             out = _SkipBN(self.dtype, name="skip_connect")(x, train)
+        if self.has_variable("branch_weights", "mask") and not self.is_initializing():
+            return self._dynamic_branches(x, train, mask, w, out)
+        ops = self._ops()
         for i, op in enumerate(ops):
             if mask[i] or self.is_initializing():
                 y = op(x, train) * w[i].astype(x.dtype if self.dtype is None else self.dtype)
@@ -305,6 +313,29 @@ class RepNASBlock(nn.Module):
                     out = y if out is None else out + y
         if out is None:
             out = ops[2](x, train)
+        return out
+
+    def _dynamic_branches(self, x, train, static_mask, w, out):
+        """``out`` (the identity's output or None) plus each branch under ``nn.cond`` on
+        the ``branch_weights/mask`` entry; see the class docstring."""
+        keep = self.get_variable("branch_weights", "mask") != 0
+        keep = keep & jnp.asarray(static_mask)
+        fallback = jnp.logical_not(keep.any()) if out is None else jnp.bool_(False)
+        dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
+        out_hw = [(n - 1) // self.strides + 1 for n in x.shape[1:3]]
+        zeros = jnp.zeros((x.shape[0], *out_hw, self.features), dtype)
+        for i in range(len(PRIMITIVES)):
+            if not static_mask[i]:
+                continue
+            run, weight = keep[i], w[i]
+            if i == 2:  # the fallback branch
+                run, weight = run | fallback, jnp.where(keep[i], weight, 1.0)
+
+            def computed(mdl, x, weight, i=i):
+                return mdl._ops()[i](x, train) * weight.astype(dtype)
+
+            y = nn.cond(run, computed, lambda mdl, x, weight: zeros, self, x, weight)
+            out = y if out is None else out + y
         return out
 
     def fuse(self, variables, in_channels, branch_weights=None):

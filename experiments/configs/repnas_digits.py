@@ -1,0 +1,26 @@
+"""RepNAS one-stage search on the embedded digits (32x32): ResNet-18 at width 0.25
+(16 searchable 3x3 layers, 16..128 channels), a few minutes on 2 CPU cores (most of it
+XLA compiling the search step).
+
+    nas-jax repnas --config experiments/configs/repnas_digits.py --workdir W
+    nas-jax repnas --config experiments/configs/repnas_digits.py --workdir W --config.repnas.kept_ratio=0.5
+
+The paper's 150-epoch schedule (15 random, 35 search, 100 fixed) scaled down to
+2 + 4 + 9 epochs of 16 steps. The alphas' learning rate is raised from 1e-4 to 3e-2 so
+that they can move about as far in 64 search steps (steps x lr ~ 2) as in the paper's
+35 ImageNet epochs (~175k steps x 1e-4 ~ 17); at 1e-4 the search would stay random.
+"""
+from nas_jax.train.config import default_config
+from nas_jax.repnas.config import repnas_section
+
+
+def get_config():
+    c = default_config()
+    c.model, c.block, c.width = "resnet18", "repnas", 0.25
+    c.dataset, c.train_split, c.eval_split = "digits", "train", "validation"
+    c.batch_size, c.eval_batch_size = 64, 128
+    c.num_epochs = 15.0  # 16 steps per epoch
+    c.learning_rate, c.weight_decay, c.warmup_steps, c.grad_clip_norm = 0.1, 1e-4, 32, 5.0
+    c.log_every, c.eval_every, c.checkpoint_every = 16, 0, 48
+    c.repnas = repnas_section(random_epochs=2.0, search_epochs=4.0, alpha_learning_rate=3e-2)
+    return c

@@ -1,0 +1,30 @@
+"""The ``repnas`` section of a RepNAS experiment config (``c.repnas``), with the
+official defaults; the rest of the config is the training loop's
+(``nas_jax.train.config.default_config``)."""
+from __future__ import annotations
+
+import ml_collections
+
+
+def repnas_section(**overrides) -> ml_collections.ConfigDict:
+    """Keys:
+
+    kept_ratio: kept branches / all (layers x 6); budget: 'count' (k = int(L * 6 * ratio))
+      or 'cost' (branches weighted by their MACs, ratio of the total); per_layer_cap: at
+      most this many branches in a layer (0 = no cap);
+    random_epochs, search_epochs: phase lengths (then the fixed sub-network to the end);
+    alpha_*: the alphas' Adam (L2 weight decay); branch_compute: 'cond' (masked branches
+      not computed) or 'dense' (all six computed, masked ones weighted 0);
+    test_split: the split the final report evaluates.
+    """
+    r = ml_collections.ConfigDict()
+    r.kept_ratio, r.budget, r.per_layer_cap = 0.34, "count", 0
+    r.random_epochs, r.search_epochs = 15.0, 35.0
+    r.alpha_learning_rate, r.alpha_b1, r.alpha_b2, r.alpha_weight_decay = 1e-4, 0.5, 0.999, 5e-4
+    r.branch_compute = "cond"
+    r.test_split = "test"
+    for key, value in overrides.items():
+        if key not in r:
+            raise KeyError(f"unknown repnas config key {key!r}; known: {sorted(r.keys())}")
+        r[key] = value
+    return r

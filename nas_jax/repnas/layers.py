@@ -1,0 +1,106 @@
+"""The searchable layers of a RepNAS supernet: which they are, what each branch costs,
+and how a per-layer array ``[L, 6]`` (rows in network order, columns in ``PRIMITIVES``
+order) becomes the model's ``branch_weights`` collection or static ``branch_mask``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_jax.rep.blocks import PRIMITIVES, RepNASBlock
+
+NUM_PRIMITIVES = len(PRIMITIVES)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchableLayer:
+    """One RepNAS block of a model. ``path``: its module path, ``"stage1_0/conv1"``;
+    ``input_hw``: its input's spatial size at the traced input size."""
+    path: str
+    in_channels: int
+    out_channels: int
+    strides: int
+    groups: int
+    input_hw: Tuple[int, int]
+
+    @property
+    def has_identity(self) -> bool:
+        """Whether the block has the always-on BN-only identity branch."""
+        return self.strides == 1 and self.in_channels == self.out_channels
+
+    @property
+    def output_hw(self) -> Tuple[int, int]:
+        return tuple((n - 1) // self.strides + 1 for n in self.input_hw)
+
+    def branch_macs(self) -> np.ndarray:
+        """Forward multiply-accumulates of each primitive ``[6]`` (float64). A training
+        step costs about three forward passes, so these are the training FLOPs up to a
+        common factor; the BN-only identity is free and not a primitive."""
+        h, w = self.output_hw
+        per_tap = h * w * self.out_channels * self.in_channels // self.groups
+        input_1x1 = self.input_hw[0] * self.input_hw[1] * self.out_channels * self.in_channels // self.groups
+        pool = 9 * h * w * self.out_channels
+        one_by_one = self.input_hw[0] * self.input_hw[1] * self.in_channels * self.in_channels // self.groups
+        return np.array([per_tap,                                          # conv1x1
+                         input_1x1 + pool,                                 # 1x1 -> avg pool
+                         9 * per_tap,                                      # conv3x3
+                         (one_by_one if self.strides == 1 else 0) + 9 * per_tap,  # 1x1 -> 3x3
+                         3 * per_tap, 3 * per_tap], np.float64)            # conv1x3, conv3x1
+
+
+def find_searchable_layers(model: nn.Module, input_shape: Sequence[int]) -> Tuple[SearchableLayer, ...]:
+    """The RepNAS blocks of ``model`` (built with ``block='repnas'``) in the order the
+    forward pass calls them, found by tracing ``model.init`` abstractly on an NHWC input
+    of ``input_shape`` (nothing is computed).
+
+    Raises ``ValueError`` when the model has none (no 3x3 conv-BN, or another block kind).
+    """
+    found = []
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name == "__call__" and isinstance(module, RepNASBlock):
+            x = args[0]
+            found.append(SearchableLayer("/".join(module.path), x.shape[-1], module.features, module.strides,
+                                         module.groups, tuple(x.shape[1:3])))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                       jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32))
+    if not found:
+        raise ValueError(f"{type(model).__name__} (block={getattr(model, 'block', None)!r}) has no RepNAS "
+                         f"searchable layer: RepNAS searches 3x3 conv-BN layers of a block='repnas' model")
+    return tuple(found)
+
+
+def _nest(paths: Sequence[str], leaves) -> Dict:
+    """``{'stage1_0': {'conv1': leaf, ...}, ...}`` from ``"stage1_0/conv1"`` paths."""
+    tree: Dict = {}
+    for path, leaf in zip(paths, leaves):
+        *parents, last = path.split("/")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = leaf
+    return tree
+
+
+def branch_weights_collection(paths: Sequence[str], weights, mask=None) -> Dict:
+    """The ``branch_weights`` collection: ``w = weights[l]`` (and ``mask = mask[l]``, the
+    dynamic mask, when given) under each layer's path; ``weights``/``mask`` ``[L, 6]``."""
+    rows = [{"w": weights[i]} if mask is None else {"w": weights[i], "mask": mask[i]} for i in range(len(paths))]
+    return _nest(paths, rows)
+
+
+def static_branch_mask(paths: Sequence[str], mask) -> Tuple[Tuple[str, Tuple[bool, ...]], ...]:
+    """The models' ``branch_mask`` argument (a fixed sub-network) from a 0/1 ``[L, 6]`` mask."""
+    mask = np.asarray(mask)
+    if mask.shape != (len(paths), NUM_PRIMITIVES):
+        raise ValueError(f"mask of shape {mask.shape} for {len(paths)} layers; expected {(len(paths), NUM_PRIMITIVES)}")
+    return tuple((p, tuple(bool(b) for b in row)) for p, row in zip(paths, mask))

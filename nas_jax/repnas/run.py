@@ -1,0 +1,174 @@
+"""The RepNAS job: search, fix, train and fuse in one run of the shared training loop,
+then leave in the work directory:
+
+* ``genotype.json`` (see ``nas_jax.repnas.genotype``);
+* ``alphas.png`` (the learnt alphas, kept branches marked) and ``mask_frequency.png``
+  (the fraction of phase-2 steps in which each branch was kept);
+* ``deploy/`` (orbax, ``{'params'}`` of ``block='deploy'``) and ``deploy.json``;
+* ``report.json``: test accuracy of the trained network (the fixed sub-network before
+  fusion) and of the fused one, their largest logit difference, parameter counts,
+  branch counts and wall-clock;
+* everything the loop writes (checkpoints, ``metrics.jsonl``, ``training_curve.png``).
+
+A killed run started again with the same command resumes in the right phase.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nas_jax.data import Pipeline
+from nas_jax.models import create_model
+from nas_jax.rep.fuse import fuse_params
+from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, write_genotype
+from nas_jax.repnas.layers import find_searchable_layers
+from nas_jax.repnas.masks import BranchBudget
+from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
+from nas_jax.train.loop import pipeline_from_config, total_steps, train
+from nas_jax.train.step import create_mesh, data_sharding, replicated, shard_batch
+
+REPORT_FILE = "report.json"
+DEPLOY_DIR = "deploy"
+
+
+def supernet_model(config, num_classes: int):
+    return create_model(config.model, block="repnas", num_classes=num_classes, width=config.width,
+                        dtype=jnp.dtype(config.dtype))
+
+
+def build_task(config: ml_collections.ConfigDict, train_data: Pipeline, model=None) -> RepNASTask:
+    """The search task of ``config`` (its ``repnas`` section) on ``model`` (default: the
+    config's zoo model with ``block='repnas'``; any linen model built with
+    ``nas_jax.models.conv_block`` and having ``block`` / ``branch_mask`` attributes works).
+    Every setting is checked here, so a bad one fails before any training."""
+    if "repnas" not in config:
+        raise ValueError("config has no 'repnas' section: not a RepNAS config")
+    r = config.repnas
+    model = model or supernet_model(config, train_data.num_classes)
+    layers = find_searchable_layers(model, (1,) + tuple(train_data.image_shape))
+    costs = np.stack([layer.branch_macs() for layer in layers])
+    budget = BranchBudget(len(layers), r.kept_ratio, r.budget, r.per_layer_cap, costs)
+    steps_per_epoch = train_data.num_examples // config.batch_size
+    schedule = SearchSchedule(int(round(r.random_epochs * steps_per_epoch)),
+                              int(round(r.search_epochs * steps_per_epoch)), total_steps(config, train_data))
+    tx = alpha_optimizer(r.alpha_learning_rate, r.alpha_b1, r.alpha_b2, r.alpha_weight_decay)
+    return RepNASTask(model, layers, budget, schedule, tx, r.branch_compute, config.label_smoothing)
+
+
+def predict(model, variables, pipeline: Pipeline, batch_size: int, mesh) -> Tuple[np.ndarray, np.ndarray]:
+    """Eval-mode logits ``[N, classes]`` and labels ``[N]`` over one pass of ``pipeline``,
+    computed at the highest matmul precision."""
+    rep = replicated(mesh)
+    apply = jax.jit(lambda v, x: model.apply(v, x), in_shardings=(rep, data_sharding(mesh)), out_shardings=rep)
+    variables = jax.device_put(variables, rep)
+    logits, labels = [], []
+    with jax.default_matmul_precision("highest"):
+        for batch in pipeline.eval_batches(batch_size):
+            out = np.asarray(apply(variables, shard_batch({"image": batch["image"], "label": batch["label"]},
+                                                          mesh)["image"]))
+            real = batch["mask"] > 0
+            logits.append(out[real])
+            labels.append(batch["label"][real])
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def count_params(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def plain_params(model, image_shape) -> int:
+    """Parameters of ``model`` as a plain conv-BN network (``block='plain'``)."""
+    model = model.clone(block="plain", branch_mask=())
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x),
+                            jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32))
+    return count_params(shapes["params"])
+
+
+def save_deploy(workdir: str, deploy_variables, settings: Dict) -> str:
+    import orbax.checkpoint as ocp
+
+    out_dir = os.path.abspath(os.path.join(workdir, DEPLOY_DIR))
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(out_dir, jax.device_get(deploy_variables), force=True)
+    with open(os.path.join(workdir, "deploy.json"), "w") as f:
+        json.dump({**settings, "block": "deploy"}, f, indent=2)
+    return out_dir
+
+
+def fuse_and_report(task: RepNASTask, variables, mask, config, workdir: str, eval_data: Pipeline,
+                    alphas=None, extra_report: Optional[Dict] = None) -> Dict:
+    """Writes the genotype, fuses the fixed sub-network, evaluates both forms on
+    ``eval_data`` and writes ``deploy/``, ``deploy.json`` and ``report.json``."""
+    mesh = create_mesh()
+    mask = np.asarray(mask) > 0
+    write_genotype(os.path.join(workdir, GENOTYPE_FILE), task.layers, mask, alphas)
+    fixed = task.fixed_model(mask)
+    variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    input_shape = (1,) + tuple(eval_data.image_shape)
+    deploy_model, deploy_variables = fuse_params(fixed, variables, input_shape=input_shape)
+    trained_logits, labels = predict(fixed, variables, eval_data, config.eval_batch_size, mesh)
+    fused_logits, _ = predict(deploy_model, deploy_variables, eval_data, config.eval_batch_size, mesh)
+    deploy_dir = save_deploy(workdir, deploy_variables, {
+        "model": config.model, "width": config.width, "num_classes": eval_data.num_classes, "dtype": config.dtype})
+    report = {
+        "model": config.model, "width": config.width, "eval_split": eval_data.split,
+        "supernet_test_accuracy": float(np.mean(trained_logits.argmax(-1) == labels)),
+        "fused_test_accuracy": float(np.mean(fused_logits.argmax(-1) == labels)),
+        "fused_vs_supernet_max_abs_logit_diff": float(np.abs(trained_logits - fused_logits).max()),
+        "test_examples": int(len(labels)),
+        "deploy_params": count_params(deploy_variables["params"]),
+        "plain_params": plain_params(task.model, eval_data.image_shape),
+        "kept_branches": int(mask.sum()), "total_branches": int(mask.size),
+        "identity_branches": int(sum(layer.has_identity for layer in task.layers)),
+        "deploy_dir": deploy_dir, **(extra_report or {})}
+    with open(os.path.join(workdir, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_at_step: Optional[int] = None,
+           progress_bar: Optional[bool] = None) -> Optional[Dict]:
+    """Runs (or resumes) the whole job on ``model`` (see ``build_task``); returns the
+    report, or None when ``stop_at_step`` ended it before the last step (as a kill would)."""
+    start = time.perf_counter()
+    train_data = pipeline_from_config(config, config.train_split)
+    task = build_task(config, train_data, model)
+    state = train(config, workdir, task, stop_at_step=stop_at_step, progress_bar=progress_bar)
+    step = int(jax.device_get(state.step))
+    if step < task.schedule.total_steps:
+        return None
+    task.adopt(state)
+    extra = jax.device_get(state.extra)
+    plot_heatmap(os.path.join(workdir, "alphas.png"), extra["alphas"], task.layers,
+                 f"{config.model}: alphas after {task.schedule.search_steps} search steps", task.fixed_mask, "alpha")
+    frequency = extra["kept_steps"] / max(float(extra["search_steps"]), 1.0)
+    plot_heatmap(os.path.join(workdir, "mask_frequency.png"), frequency, task.layers,
+                 f"fraction of the {int(extra['search_steps'])} search steps each branch was kept",
+                 task.fixed_mask, "kept fraction")
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    eval_data = pipeline_from_config(config, config.repnas.test_split)
+    return fuse_and_report(task, variables, task.fixed_mask, config, workdir, eval_data, extra["alphas"], {
+        "steps": step, "random_steps": task.schedule.random_steps, "search_steps": task.schedule.search_steps,
+        "fix_step": task.schedule.fix_step, "kept_ratio": config.repnas.kept_ratio, "budget": config.repnas.budget,
+        "wall_s": time.perf_counter() - start})
+
+
+def summary(report: Dict, workdir: str) -> str:
+    """The lines printed at the end of ``nas-jax repnas``."""
+    return "\n".join([
+        f"RepNAS {report['model']} (width {report['width']}): kept {report['kept_branches']} of "
+        f"{report['total_branches']} branches",
+        f"  {report['eval_split']} accuracy: fused {report['fused_test_accuracy']:.4f}, trained "
+        f"{report['supernet_test_accuracy']:.4f} (max |logit diff| "
+        f"{report['fused_vs_supernet_max_abs_logit_diff']:.2e})",
+        f"  deploy params {report['deploy_params']:,} (plain conv-BN network {report['plain_params']:,}); "
+        f"wall {report.get('wall_s', 0.0):.0f} s",
+        f"  files in {os.path.abspath(workdir)}: report.json, genotype.json, alphas.png, mask_frequency.png, "
+        f"deploy/, metrics.jsonl, training_curve.png"])

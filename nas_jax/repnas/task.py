@@ -1,0 +1,209 @@
+"""The RepNAS one-stage search as a ``Task`` of the shared training loop.
+
+Phases, in steps of the one loop (one weight optimiser, one cosine schedule):
+
+1. ``[0, random_steps)``: random masks, the top-k of pure noise (alphas stay at 0);
+2. ``[random_steps, fix_step)``: the alphas are trained (their own optimiser, run inside
+   the compiled step after the weight update);
+3. ``[fix_step, total)``: at ``fix_step`` the mask is fixed (noise-free top-k of the
+   alphas) and every BatchNorm's running statistics are reset (mean 0, var 1); the
+   fixed sub-network then trains with a static ``branch_mask`` (masked branches are not
+   in the program at all).
+
+The task's own state, ``TrainState.extra`` (checkpointed with the rest):
+
+* ``alphas`` f32 ``[L, 6]`` and ``alpha_opt`` (their optimiser's state);
+* ``kept_steps`` f32 ``[L, 6]``: in how many phase-2 steps each branch was kept, and
+  ``search_steps`` f32 ``[]`` the number of those steps (the mask-frequency heatmap);
+* ``fixed_mask`` int32 ``[L, 6]`` and ``is_fixed`` int32 ``[]``: the fixed mask once phase 3
+  has begun (a resumed run reads it back from here);
+* ``mask_probe`` f32 ``[L, 6]``, always zero: the loss adds ``sum(mask * mask_probe)``
+  (value 0), so the gradient the loop hands to ``update_extra`` for it is exactly the
+  step's sampled mask, which is how ``kept_steps`` counts it inside the compiled step.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nas_jax.repnas.layers import SearchableLayer, branch_weights_collection, static_branch_mask
+from nas_jax.repnas.masks import BranchBudget, gumbel_rank, kept_mask, straight_through
+from nas_jax.train.task import Task, cross_entropy
+
+BRANCH_COMPUTE = ("cond", "dense")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSchedule:
+    """Phase boundaries in steps: ``random_steps`` of random masks, then ``search_steps``
+    of alpha training, then the fixed sub-network until ``total_steps``."""
+    random_steps: int
+    search_steps: int
+    total_steps: int
+
+    def __post_init__(self):
+        if self.random_steps < 0 or self.search_steps < 0:
+            raise ValueError(f"phase lengths must be >= 0, got random {self.random_steps}, search {self.search_steps}")
+        if self.fix_step >= self.total_steps:
+            raise ValueError(f"the mask is fixed at step {self.fix_step} (random {self.random_steps} + search "
+                             f"{self.search_steps}) but the run has only {self.total_steps} steps: the fixed "
+                             f"sub-network needs at least one step")
+
+    @property
+    def fix_step(self) -> int:
+        return self.random_steps + self.search_steps
+
+    def phase(self, step: int) -> str:
+        if step < self.random_steps:
+            return "random"
+        return "search" if step < self.fix_step else "fixed"
+
+
+def alpha_optimizer(learning_rate: float = 1e-4, b1: float = 0.5, b2: float = 0.999,
+                    weight_decay: float = 5e-4) -> optax.GradientTransformation:
+    """Adam with L2 weight decay added to the gradient (PyTorch ``Adam(weight_decay=)``)."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate, b1, b2))
+
+
+def reset_batch_stats(batch_stats):
+    """Every BatchNorm's running mean set to 0 and variance to 1."""
+    def reset(path, x):
+        return jnp.ones_like(x) if getattr(path[-1], "key", None) == "var" else jnp.zeros_like(x)
+    return jax.tree_util.tree_map_with_path(reset, batch_stats)
+
+
+class RepNASTask(Task):
+    """``model``: a zoo model with ``block='repnas'``; ``layers``: its searchable layers
+    (``find_searchable_layers``), whose order is the alphas' row order.
+
+    ``branch_compute``: ``'cond'`` runs each branch under ``nn.cond`` on its mask entry
+    (masked branches are not computed); ``'dense'`` computes all six and scales the
+    masked ones by 0 (the reference the step time is measured against).
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[SearchableLayer], budget: BranchBudget,
+                 schedule: SearchSchedule, alpha_tx: optax.GradientTransformation,
+                 branch_compute: str = "cond", label_smoothing: float = 0.0):
+        if branch_compute not in BRANCH_COMPUTE:
+            raise ValueError(f"unknown branch_compute {branch_compute!r}; choose one of {BRANCH_COMPUTE}")
+        if budget.num_layers != len(layers):
+            raise ValueError(f"budget for {budget.num_layers} layers, model has {len(layers)}")
+        self.model, self.layers, self.budget, self.schedule = model, tuple(layers), budget, schedule
+        self.alpha_tx, self.branch_compute, self.label_smoothing = alpha_tx, branch_compute, label_smoothing
+        self.paths = tuple(layer.path for layer in self.layers)
+        self._identity = np.array([layer.has_identity for layer in self.layers])
+        self.fixed_mask: Optional[np.ndarray] = None  # bool [L, 6] once in phase 3
+
+    # -- what the loop reads ------------------------------------------------------------
+    @property
+    def trains_extra(self) -> bool:
+        return self.fixed_mask is None
+
+    @property
+    def compile_key(self):
+        return None if self.fixed_mask is None else ("fixed", self.fixed_mask.tobytes())
+
+    def fixed_model(self, mask=None) -> nn.Module:
+        """The model with a static ``branch_mask`` (default: the fixed mask)."""
+        mask = self.fixed_mask if mask is None else mask
+        return self.model.clone(branch_mask=static_branch_mask(self.paths, mask))
+
+    def init(self, rng, batch):
+        variables = self.model.init({"params": rng}, batch["image"], train=False)
+        shape = (len(self.layers), self.budget.total_branches // len(self.layers))
+        alphas = jnp.zeros(shape, jnp.float32)
+        extra = {"alphas": alphas, "alpha_opt": self.alpha_tx.init(alphas),
+                 "kept_steps": jnp.zeros(shape, jnp.float32), "search_steps": jnp.zeros((), jnp.float32),
+                 "fixed_mask": jnp.zeros(shape, jnp.int32), "is_fixed": jnp.zeros((), jnp.int32),
+                 "mask_probe": jnp.zeros(shape, jnp.float32)}
+        return {"params": variables["params"], "batch_stats": variables["batch_stats"], "extra": extra}
+
+    # -- masks ----------------------------------------------------------------------------
+    def sample(self, alphas, rng):
+        """``(mask, weights)`` ``[L, 6]`` of one training step: Gumbel top-k, straight-through."""
+        rank = gumbel_rank(alphas, rng)
+        mask = kept_mask(rank, self.budget)
+        return mask, straight_through(rank, mask)
+
+    def eval_mask(self, extra):
+        """The noise-free mask: the fixed one in phase 3, else the top-k of the alphas."""
+        return jnp.where(extra["is_fixed"] > 0, extra["fixed_mask"].astype(jnp.float32),
+                         kept_mask(extra["alphas"], self.budget))
+
+    def _branch_weights(self, mask, weights):
+        """The ``branch_weights`` collection for ``branch_compute``. Dense: masked branches
+        weighted 0, and an empty layer without identity gets its conv3x3 at weight 1 (the
+        fallback the cond path and a static mask take)."""
+        if self.branch_compute == "cond":
+            return branch_weights_collection(self.paths, weights, mask)
+        fallback = (mask.sum(axis=1) == 0) & ~jnp.asarray(self._identity)
+        dense = jnp.where(mask > 0, weights, 0.0).at[:, 2].add(fallback.astype(weights.dtype))
+        return branch_weights_collection(self.paths, dense)
+
+    # -- the loss -------------------------------------------------------------------------
+    def loss(self, params, extra, batch_stats, batch, rng, train):
+        variables = {"params": params, "batch_stats": batch_stats}
+        smoothing = self.label_smoothing
+        if not train and self.fixed_mask is None:
+            mask = self.eval_mask(extra)
+            logits = self.model.apply({**variables, "branch_weights": self._branch_weights(mask, mask)},
+                                      batch["image"], train=False)
+            return cross_entropy(logits, batch["label"], 0.0, batch.get("mask")), (logits, batch_stats, {})
+        if self.fixed_mask is not None:
+            if not train:
+                logits = self.fixed_model().apply(variables, batch["image"], train=False)
+                return cross_entropy(logits, batch["label"], 0.0, batch.get("mask")), (logits, batch_stats, {})
+            logits, updates = self.fixed_model().apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+            return cross_entropy(logits, batch["label"], smoothing), (logits, updates["batch_stats"], {})
+        mask, weights = self.sample(extra["alphas"], rng)
+        logits, updates = self.model.apply({**variables, "branch_weights": self._branch_weights(mask, weights)},
+                                           batch["image"], train=True, mutable=["batch_stats"])
+        probe = jnp.sum(jax.lax.stop_gradient(mask) * extra["mask_probe"])
+        loss = cross_entropy(logits, batch["label"], smoothing) + probe
+        return loss, (logits, updates["batch_stats"], {"kept_branches": mask.sum()})
+
+    def update_extra(self, extra, extra_grads, step):
+        """Phase 1: alphas unchanged; phase 2: one alpha optimiser step, and the step's
+        mask (the ``mask_probe`` gradient) counted into ``kept_steps``."""
+        searching = step >= self.schedule.random_steps
+        updates, alpha_opt = self.alpha_tx.update(extra_grads["alphas"], extra["alpha_opt"], extra["alphas"])
+        keep_old = lambda new, old: jnp.where(searching, new, old)  # noqa: E731
+        return {**extra,
+                "alphas": keep_old(optax.apply_updates(extra["alphas"], updates), extra["alphas"]),
+                "alpha_opt": jax.tree.map(keep_old, alpha_opt, extra["alpha_opt"]),
+                "kept_steps": extra["kept_steps"] + searching * extra_grads["mask_probe"],
+                "search_steps": extra["search_steps"] + searching}
+
+    # -- phases ---------------------------------------------------------------------------
+    def on_step(self, state, step: int):
+        """At ``fix_step``: fix the mask, reset BN statistics. After it (a resumed run):
+        adopt the fixed mask stored in the state."""
+        if step < self.schedule.fix_step:
+            self.fixed_mask = None
+            return None
+        if step == self.schedule.fix_step:
+            mask = np.asarray(jax.device_get(kept_mask(state.extra["alphas"], self.budget))) > 0
+            self.fixed_mask = mask
+            return _fix(state, jnp.asarray(mask, jnp.int32))
+        self.adopt(state)
+        return None
+
+    def adopt(self, state) -> None:
+        """Takes the fixed mask from a phase-3 state (e.g. a restored checkpoint)."""
+        if int(jax.device_get(state.extra["is_fixed"])) == 0:
+            raise ValueError(f"state at step {int(jax.device_get(state.step))} is past the fixing point "
+                             f"{self.schedule.fix_step} but holds no fixed mask")
+        self.fixed_mask = np.asarray(jax.device_get(state.extra["fixed_mask"])) > 0
+
+
+@jax.jit
+def _fix(state, mask):
+    """The state with ``mask`` fixed and all BatchNorm statistics reset (shardings kept)."""
+    extra = {**state.extra, "fixed_mask": mask, "is_fixed": jnp.ones((), jnp.int32)}
+    return state.replace(batch_stats=reset_batch_stats(state.batch_stats), extra=extra)

@@ -1,0 +1,216 @@
+"""The RepNAS job end to end on a tiny backbone: a run stopped in any phase and resumed
+gives the uninterrupted result; the outputs and the report; the official-checkpoint
+import; the ImageNet configs on mock data; bad settings fail before training."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from helpers import randomize
+from nas_jax import cli
+from nas_jax.interop import flax_to_torch
+from nas_jax.models import create_model
+from nas_jax.repnas.config import repnas_section
+from nas_jax.repnas.layers import find_searchable_layers, static_branch_mask
+from nas_jax.repnas.masks import kept_mask
+from nas_jax.repnas.run import build_task, search
+from nas_jax.train import create_mesh, create_optimizer, create_train_state, default_config, load_config
+from nas_jax.train.config import apply_overrides
+from nas_jax.train.loop import example_batch, pipeline_from_config
+from nas_jax.train.observe import read_metrics
+from repnas_helpers import TinyNet
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BATCH = 16
+STEPS_PER_EPOCH = 1078 // BATCH  # the digits train split
+RANDOM_STEPS, SEARCH_STEPS, TOTAL_STEPS = 2, 3, 7
+
+
+def tiny_config(**repnas):
+    c = default_config()
+    c.model, c.block = "tiny", "repnas"
+    c.num_steps, c.batch_size, c.eval_batch_size = TOTAL_STEPS, BATCH, 400
+    c.log_every, c.checkpoint_every, c.warmup_steps, c.grad_clip_norm = 1, 1, 2, 5.0
+    settings = dict(random_epochs=RANDOM_STEPS / STEPS_PER_EPOCH, search_epochs=SEARCH_STEPS / STEPS_PER_EPOCH,
+                    alpha_learning_rate=0.05, kept_ratio=0.5)
+    c.repnas = repnas_section(**{**settings, **repnas})
+    return c
+
+
+def outputs(workdir):
+    """Everything a run's result is: genotype (mask and alphas), report, deploy weights, losses."""
+    with open(os.path.join(workdir, "genotype.json")) as f:
+        genotype = json.load(f)
+    with open(os.path.join(workdir, "report.json")) as f:
+        report = json.load(f)
+    with ocp.StandardCheckpointer() as checkpointer:
+        deploy = checkpointer.restore(os.path.join(workdir, "deploy"))
+    losses = {r["step"]: r["loss"] for r in read_metrics(workdir) if r["split"] == "train"}
+    return genotype, report, deploy, losses
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    search(tiny_config(), workdir, model=TinyNet(), progress_bar=False)
+    return outputs(workdir)
+
+
+def test_run_writes_every_output_and_a_consistent_report(uninterrupted, tmp_path):
+    genotype, report, deploy, losses = uninterrupted
+    assert sorted(losses) == list(range(1, TOTAL_STEPS + 1))
+    assert [row["path"] for row in genotype["layers"]] == ["conv1", "conv2", "conv3"]
+    assert report["kept_branches"] == genotype["kept_branches"] == int(3 * 6 * 0.5)
+    assert report["total_branches"] == 18 and report["fix_step"] == RANDOM_STEPS + SEARCH_STEPS
+    assert report["fused_vs_supernet_max_abs_logit_diff"] < 1e-4
+    assert report["fused_test_accuracy"] == report["supernet_test_accuracy"]
+    assert report["test_examples"] == 360 and report["wall_s"] > 0
+    # deploy: one conv with bias per layer; the plain network has a BN (scale + bias) instead of a bias
+    convs = [deploy["params"][p]["conv"] for p in ("conv1", "conv2", "conv3", "head")]
+    assert report["deploy_params"] == sum(c["kernel"].size + c["bias"].size for c in convs) + \
+        deploy["params"]["linear"]["kernel"].size + deploy["params"]["linear"]["bias"].size
+    assert report["plain_params"] == report["deploy_params"] + sum(c["bias"].size for c in convs)
+    alphas = np.array([row["alphas"] for row in genotype["layers"]])
+    assert np.abs(alphas).max() > 0  # trained in phase 2
+
+
+@pytest.mark.parametrize("stop_at", [1, RANDOM_STEPS + 1, RANDOM_STEPS + SEARCH_STEPS, TOTAL_STEPS - 1],
+                         ids=["random", "search", "at_fix", "fixed"])
+def test_resume_in_every_phase_gives_the_uninterrupted_result(uninterrupted, tmp_path, stop_at):
+    workdir = str(tmp_path)
+    assert search(tiny_config(), workdir, model=TinyNet(), stop_at_step=stop_at, progress_bar=False) is None
+    search(tiny_config(), workdir, model=TinyNet(), progress_bar=False)
+    genotype, report, deploy, losses = outputs(workdir)
+    expected_genotype, expected_report, expected_deploy, expected_losses = uninterrupted
+    assert genotype == expected_genotype
+    assert losses == expected_losses
+    jax.tree.map(np.testing.assert_array_equal, deploy, expected_deploy)
+    for key in ("supernet_test_accuracy", "fused_test_accuracy", "fused_vs_supernet_max_abs_logit_diff"):
+        assert report[key] == expected_report[key]
+
+
+def test_fixing_takes_the_noise_free_top_k_and_resets_bn_statistics():
+    config = tiny_config()
+    data = pipeline_from_config(config, "train")
+    task = build_task(config, data, TinyNet())
+    tx, _ = create_optimizer(config, TOTAL_STEPS)
+    state = create_train_state(task, tx, 0, example_batch(data), create_mesh())
+    alphas = jax.random.normal(jax.random.key(5), state.extra["alphas"].shape)
+    state = state.replace(extra={**state.extra, "alphas": alphas}, batch_stats=randomize(state.batch_stats))
+    fix_step = task.schedule.fix_step
+    assert task.on_step(state, fix_step - 1) is None and task.trains_extra
+    fixed = task.on_step(state, fix_step)
+    expected = np.asarray(kept_mask(alphas, task.budget)) > 0
+    np.testing.assert_array_equal(task.fixed_mask, expected)
+    np.testing.assert_array_equal(np.asarray(fixed.extra["fixed_mask"]) > 0, expected)
+    assert int(fixed.extra["is_fixed"]) == 1 and not task.trains_extra
+    for path, leaf in jax.tree_util.tree_leaves_with_path(fixed.batch_stats):
+        np.testing.assert_array_equal(leaf, np.full(leaf.shape, 1.0 if path[-1].key == "var" else 0.0))
+    # a resumed run past the fixing point adopts the stored mask, and resets nothing
+    task.fixed_mask = None
+    assert task.on_step(fixed, fix_step + 1) is None
+    np.testing.assert_array_equal(task.fixed_mask, expected)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.repnas.kept_ratio=0.0", "kept_ratio must be in (0, 1]"),
+    ("--config.repnas.kept_ratio=1.5", "kept_ratio must be in (0, 1]"),
+    ("--config.repnas.kept_ratio=0.1", "less than one per layer"),
+    ("--config.repnas.budget=cost", None),
+])
+def test_bad_settings_fail_before_training(tmp_path, capsys, override, message):
+    config = os.path.join(REPO, "experiments", "configs", "repnas_digits.py")
+    args = ["repnas", "--config", config, "--workdir", str(tmp_path), override]
+    if message is None:  # a valid alternative budget: only check that it builds
+        c = apply_overrides(load_config(config), [override, "--config.repnas.kept_ratio=0.01"])
+        with pytest.raises(ValueError, match="less than one branch per layer"):
+            build_task(c, pipeline_from_config(c, "train"))
+        return
+    assert cli.main(args) == 2
+    assert message in capsys.readouterr().out
+    assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints"))
+
+
+def test_backbone_without_searchable_layer_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="no RepNAS searchable layer"):
+        search(tiny_config(), str(tmp_path), model=TinyNet(kernel_size=1), progress_bar=False)
+    assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints"))
+
+
+def _official_state_dict(model, variables, alphas):
+    """What the official supernet's ``state_dict()`` holds: our variables under PyTorch
+    names, plus ``alphas`` and each MixedOp's unused weight-sharing ``conv``."""
+    state_dict = flax_to_torch({"params": variables["params"], "batch_stats": variables["batch_stats"]})
+    for i in range(alphas.shape[0]):
+        out, inp = state_dict[f"features.{i}._ops.2.conv.weight"].shape[:2]
+        state_dict[f"features.{i}.conv.conv.weight"] = np.ones((out, inp, 3, 3), np.float32)
+        for name, value in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
+            state_dict[f"features.{i}.conv.bn.{name}"] = np.full((out,), value, np.float32)
+    state_dict["alphas"] = np.asarray(alphas)
+    return state_dict
+
+
+def test_import_official_supernet_fuses_and_matches_the_supernet(tmp_path, capsys):
+    model = create_model("repvgg_a0", block="repnas", num_classes=10, width=0.0625)
+    layers = find_searchable_layers(model, (1, 32, 32, 3))
+    x = jnp.asarray(next(pipeline_from_config(tiny_config(), "test").eval_batches(8))["image"])
+    variables = randomize(jax.jit(model.init)(jax.random.key(0), x), seed=3, scale=0.2)
+    alphas = np.asarray(jax.random.normal(jax.random.key(1), (len(layers), 6)))
+    checkpoint = str(tmp_path / "supernet.npz")
+    np.savez(checkpoint, **_official_state_dict(model, variables, alphas))
+    workdir = str(tmp_path / "imported")
+    assert cli.main(["repnas", "import", "--checkpoint", checkpoint, "--model", "repvgg_a0", "--width", "0.0625",
+                     "--num-classes", "10", "--workdir", workdir, "--split", "test"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    with open(os.path.join(workdir, "genotype.json")) as f:
+        genotype = json.load(f)
+    order = np.argsort(-alphas, axis=None)[:int(len(layers) * 6 * 0.34)]
+    expected = np.zeros(alphas.size, bool)
+    expected[order] = True
+    names = genotype["primitives"]
+    got = np.array([[p in row["kept"] for p in names] for row in genotype["layers"]])
+    np.testing.assert_array_equal(got.reshape(-1), expected)
+    assert report["kept_branches"] == expected.sum() and report["mask_source"] == "alphas"
+    # the imported, fused network computes what our supernet computes on that mask
+    fixed = model.clone(branch_mask=static_branch_mask([layer.path for layer in layers], got))
+    with ocp.StandardCheckpointer() as checkpointer:
+        deploy = checkpointer.restore(os.path.join(workdir, "deploy"))
+    expected_logits = fixed.apply(variables, x)
+    deploy_logits = model.clone(block="deploy", branch_mask=()).apply(deploy, x)
+    scale = float(np.abs(expected_logits).max())
+    np.testing.assert_allclose(deploy_logits, expected_logits, rtol=1e-4, atol=1e-4 * scale)
+    assert report["fused_vs_supernet_max_abs_logit_diff"] <= 1e-4 * max(scale, 1.0)
+    # the mask can also be given as a genotype.json
+    assert cli.main(["repnas", "import", "--checkpoint", checkpoint, "--model", "repvgg_a0", "--width", "0.0625",
+                     "--num-classes", "10", "--workdir", str(tmp_path / "again"), "--split", "test",
+                     "--mask", os.path.join(workdir, "genotype.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["kept_branches"] == report["kept_branches"]
+
+
+@pytest.mark.parametrize("name,backbone,layers", [("repnas_imagenet_repvgg_a0.py", "repvgg_a0", 22),
+                                                  ("repnas_imagenet_resnet18.py", "resnet18", 16)])
+def test_imagenet_configs_on_mock_data(tmp_path, name, backbone, layers):
+    """The ImageNet configs on tfds mock data: their backbone's supernet and budget build,
+    and their schedule, optimisers and bf16 pipeline run a few steps through every phase
+    (on the tiny backbone: compiling a full-depth search step takes minutes on a CPU)."""
+    import tensorflow_datasets as tfds
+
+    path = os.path.join(REPO, "experiments", "configs", name)
+    with tfds.testing.mock_data(num_examples=48):
+        config = apply_overrides(load_config(path), [
+            "--config.data_dir=/nonexistent", "--config.image_size=32", "--config.batch_size=16",
+            "--config.eval_batch_size=16", "--config.num_workers=0", "--config.width=0.0625"])
+        data = pipeline_from_config(config, config.train_split)
+        task = build_task(config, data)
+        assert config.model == backbone and len(task.layers) == layers
+        assert task.budget.k == int(layers * 6 * config.repnas.kept_ratio)
+        config = apply_overrides(config, ["--config.num_steps=3", "--config.repnas.random_epochs=0.34",
+                                          "--config.repnas.search_epochs=0.34", "--config.log_every=1",
+                                          "--config.eval_every=0", "--config.warmup_steps=1"])
+        report = search(config, str(tmp_path), model=TinyNet(num_classes=1000), progress_bar=False)
+    assert report["steps"] == 3 and (report["random_steps"], report["search_steps"]) == (1, 1)
+    assert report["fused_vs_supernet_max_abs_logit_diff"] < 1e-3
