@@ -97,6 +97,17 @@ def test_train_then_export_commands(tmp_path):
     exported = json.loads((out / "report.json").read_text())
     assert exported["max_abs_diff_vs_masked"] < 1e-4
     assert exported["flops"] == report["flops_by_width"]["0.5"] and 0 < exported["flops_ratio"] < 1
+    # the exported network fine-tunes with `nas-jax train`, starting from its own weights
+    from nas_jax.train.config import apply_overrides, load_config
+    from nas_jax.train.loop import classification_task_from_config
+    config = apply_overrides(load_config("experiments/configs/train_digits.py"), [f"--config.init_from={out}"])
+    task = classification_task_from_config(config, 10)
+    _, _, pruned = load_network(out)
+    start = task.init(jax.random.key(0), {"image": np.zeros((1, SIZE, SIZE, 3), np.float32)})
+    jax.tree.map(np.testing.assert_array_equal, start["params"], pruned["params"])
+    assert main(["train", "--config", "experiments/configs/train_digits.py", "--workdir", str(tmp_path / "ft"),
+                 f"--config.init_from={out}", "--config.num_steps=2", "--config.batch_size=16"]) == 0
+    assert (tmp_path / "ft" / "metrics.jsonl").read_text().strip()
     save_widths(tmp_path / "bad.json", ZooSpec("mobilenet_v1", 10, 0.125, SIZE).graph(),
                 uniform_ratios(ZooSpec("mobilenet_v1", 10, 0.125, SIZE).graph(), 0.5))
     assert main(["prune", "export", "--workdir", str(workdir), "--widths", str(tmp_path / "bad.json"),

@@ -42,6 +42,21 @@ def model_from_config(config, num_classes: int):
                         dtype=jnp.dtype(config.dtype))
 
 
+def classification_task_from_config(config, num_classes: int) -> ClassificationTask:
+    """The supervised task of ``config``: its zoo model from scratch, or, with
+    ``config.init_from`` (a directory written by ``nas-jax prune export``), the exported
+    network at its per-layer widths, starting from its weights (fine-tuning)."""
+    if not config.init_from:
+        return ClassificationTask(model_from_config(config, num_classes), config.label_smoothing)
+    from nas_jax.pruning.export import load_network  # the pruning export's on-disk format
+
+    spec, model, variables = load_network(config.init_from)
+    if spec.num_classes != num_classes:
+        raise ValueError(f"{config.init_from} has {spec.num_classes} classes; the dataset has {num_classes}")
+    return ClassificationTask(model.clone(dtype=jnp.dtype(config.dtype)), config.label_smoothing,
+                              initial_variables=variables)
+
+
 def pipeline_from_config(config, split: str) -> Pipeline:
     return create_pipeline(config.dataset, split, data_dir=config.data_dir, image_size=config.image_size,
                            num_workers=config.num_workers, augment=config.augment,
@@ -106,7 +121,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] 
     mesh = create_mesh()
     train_data = pipeline_from_config(config, config.train_split)
     eval_data = pipeline_from_config(config, config.eval_split)
-    task = task or ClassificationTask(model_from_config(config, train_data.num_classes), config.label_smoothing)
+    task = task or classification_task_from_config(config, train_data.num_classes)
     steps = total_steps(config, train_data)
     tx, learning_rate_fn = create_optimizer(config, steps)
     rng = jax.random.PRNGKey(config.seed)
@@ -168,7 +183,7 @@ def restore_run(workdir: str):
         config = config_from_json(json.load(f))
     mesh = create_mesh()
     train_data = pipeline_from_config(config, config.train_split)
-    task = ClassificationTask(model_from_config(config, train_data.num_classes), config.label_smoothing)
+    task = classification_task_from_config(config, train_data.num_classes)
     tx, _ = create_optimizer(config, total_steps(config, train_data))
     checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.max_to_keep)
     restored = checkpointer.restore_latest(abstract_train_state(task, tx, example_batch(train_data), mesh))

@@ -68,11 +68,22 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0, mask: Optional[j
 class ClassificationTask(Task):
     """Supervised image classification with a Flax model ``model.apply(v, x, train=)``."""
 
-    def __init__(self, model: nn.Module, label_smoothing: float = 0.0):
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0, initial_variables=None):
+        """``initial_variables`` ({'params', 'batch_stats'}) start the run instead of a
+        random init, e.g. an exported pruned network to fine-tune."""
         self.model, self.label_smoothing = model, label_smoothing
+        self.initial_variables = initial_variables
 
     def init(self, rng, batch):
-        variables = self.model.init({"params": rng}, batch["image"], train=False)
+        if self.initial_variables is not None:
+            variables = self.initial_variables
+            expected = jax.eval_shape(lambda r, x: self.model.init(r, x, train=False), rng, batch["image"])
+            got = jax.tree.map(lambda a: tuple(a.shape), variables)
+            if jax.tree.map(lambda a: tuple(a.shape), expected) != got:
+                raise ValueError("initial variables do not fit the model: their shapes differ from the "
+                                 "model's; were they written for another model or widths?")
+        else:
+            variables = self.model.init({"params": rng}, batch["image"], train=False)
         return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}), "extra": {}}
 
     def loss(self, params, extra, batch_stats, batch, rng, train):
