@@ -1,6 +1,6 @@
 """``nas-jax prune``: ``graph`` (draw a model's layer graph), ``train`` (jointly train a
-Graph PruningNet, then report accuracy at uniform widths) and ``export`` (a width
-configuration as a real smaller network).
+Graph PruningNet, then report accuracy at uniform widths), ``export`` (a width
+configuration as a real smaller network) and ``search`` (``nas_jax.pruning.search.cli``).
 
 The run's configuration is an ``ml_collections`` file (``experiments/configs/prune_*.py``)
 holding the training keys of ``nas_jax.train.config.default_config`` plus ``pruning``
@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 import time
+
+from nas_jax.pruning.search.cli import add_search_parser
 
 HELP = "Graph Pruning: draw a layer graph, train a PruningNet, export a pruned network"
 
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--widths", required=True, help="widths JSON (see `prune graph --widths-template`)")
     e.add_argument("--out", required=True)
     e.set_defaults(_prune=run_export)
+    add_search_parser(sub)
 
 
 def run(args) -> int:

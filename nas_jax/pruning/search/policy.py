@@ -23,6 +23,8 @@ average of the batch mean reward):
 from __future__ import annotations
 
 import base64
+import functools
+from typing import Tuple
 
 import flax.linen as nn
 import jax
@@ -67,6 +69,40 @@ def _log_probs_and_entropy(logits, actions):
     return taken, entropy
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _sample(net: PolicyNet, params, states, count: int, key):
+    return jax.random.categorical(key, net.apply({"params": params}, states), shape=(count, states.shape[0]))
+
+
+def _loss(net: PolicyNet, hyper: Tuple[str, float, float], params, states, actions, advantages, old_log_p):
+    algorithm, entropy_bonus, clip = hyper
+    log_p, entropy = _log_probs_and_entropy(net.apply({"params": params}, states), actions)
+    if algorithm == "reinforce":
+        objective = (advantages * log_p).mean()
+    else:
+        ratio = jnp.exp(log_p - old_log_p)
+        objective = jnp.minimum(ratio * advantages, jnp.clip(ratio, 1 - clip, 1 + clip) * advantages).mean()
+    return -objective - entropy_bonus * entropy
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _update(net: PolicyNet, tx: optax.GradientTransformation, hyper: Tuple[str, float, float], epochs: int,
+            params, opt_state, states, actions, advantages):
+    """``epochs`` optimiser steps on ``_loss``; old log-probabilities from ``params``."""
+    old_log_p, _ = _log_probs_and_entropy(net.apply({"params": params}, states), actions)
+    for _ in range(epochs):
+        grads = jax.grad(_loss, argnums=2)(net, hyper, params, states, actions, advantages, old_log_p)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+    return params, opt_state
+
+
+@functools.lru_cache(maxsize=None)
+def _adam(learning_rate: float) -> optax.GradientTransformation:
+    """One optimiser object per learning rate, so the jitted update is reused."""
+    return optax.adam(learning_rate)
+
+
 class Policy:
     """The policy, its optimiser and baseline. ``state`` (params, opt_state, baseline,
     has_baseline) is a pytree, saved with ``to_text`` / restored with ``from_text``."""
@@ -78,49 +114,26 @@ class Policy:
             raise ValueError(f"policy algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
         self.states = jnp.asarray(states)
         self.net = PolicyNet(num_choices, hidden)
-        self.tx = optax.adam(learning_rate)
-        self.entropy_bonus, self.momentum = entropy_bonus, baseline_momentum
-        self.algorithm, self.ppo_epochs, self.ppo_clip = algorithm, ppo_epochs, ppo_clip
+        self.tx = _adam(learning_rate)
+        self.momentum = baseline_momentum
+        self.hyper = (algorithm, float(entropy_bonus), float(ppo_clip))
+        self.epochs = 1 if algorithm == "reinforce" else ppo_epochs
         params = self.net.init(jax.random.key(seed), self.states)["params"]
         self.state = {"params": params, "opt_state": self.tx.init(params),
                       "baseline": np.zeros((), np.float32), "has_baseline": np.zeros((), np.bool_)}
-        self._sample = jax.jit(lambda p, key, k: jax.random.categorical(
-            key, self.net.apply({"params": p}, self.states), shape=(k, self.states.shape[0])), static_argnums=2)
-        self._step = jax.jit(self._update_step)
-
-    def logits(self) -> np.ndarray:
-        return np.asarray(self.net.apply({"params": self.state["params"]}, self.states))
 
     def sample(self, key: jax.Array, count: int) -> np.ndarray:
         """[count, P] int grid indices."""
-        return np.asarray(self._sample(self.state["params"], key, count), np.int64)
-
-    def _loss(self, params, actions, advantages, old_log_p):
-        log_p, entropy = _log_probs_and_entropy(self.net.apply({"params": params}, self.states), actions)
-        if self.algorithm == "reinforce":
-            objective = (advantages * log_p).mean()
-        else:
-            ratio = jnp.exp(log_p - old_log_p)
-            clipped = jnp.clip(ratio, 1 - self.ppo_clip, 1 + self.ppo_clip)
-            objective = jnp.minimum(ratio * advantages, clipped * advantages).mean()
-        return -objective - self.entropy_bonus * entropy
-
-    def _update_step(self, params, opt_state, actions, advantages, old_log_p):
-        grads = jax.grad(self._loss)(params, actions, advantages, old_log_p)
-        updates, opt_state = self.tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
+        return np.asarray(_sample(self.net, self.state["params"], self.states, count, key), np.int64)
 
     def update(self, actions, rewards) -> None:
-        """One policy-gradient update on ``actions`` [K, P] with ``rewards`` [K]."""
+        """One policy-gradient update (``ppo_epochs`` for PPO) on ``actions`` [K, P] with
+        ``rewards`` [K]."""
         rewards = np.asarray(rewards, np.float32)
         s = self.state
         baseline = s["baseline"] if bool(s["has_baseline"]) else np.float32(rewards.mean())
-        advantages = jnp.asarray(rewards - baseline)
-        actions = jnp.asarray(actions, jnp.int32)
-        old_log_p, _ = _log_probs_and_entropy(self.net.apply({"params": s["params"]}, self.states), actions)
-        params, opt_state = s["params"], s["opt_state"]
-        for _ in range(1 if self.algorithm == "reinforce" else self.ppo_epochs):
-            params, opt_state = self._step(params, opt_state, actions, advantages, old_log_p)
+        params, opt_state = _update(self.net, self.tx, self.hyper, self.epochs, s["params"], s["opt_state"],
+                                    self.states, jnp.asarray(actions, jnp.int32), jnp.asarray(rewards - baseline))
         baseline = self.momentum * baseline + (1 - self.momentum) * rewards.mean()
         self.state = {"params": params, "opt_state": opt_state, "baseline": np.float32(baseline),
                       "has_baseline": np.ones((), np.bool_)}

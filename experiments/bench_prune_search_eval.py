@@ -1,0 +1,61 @@
+"""Candidate-evaluation throughput of the width search: batched (vmap over width masks,
+``--chunk`` candidates per call) vs one at a time (``chunk=1``), same candidates, same
+data, after one warm-up call each (compilation excluded). Prints both and the ratio.
+
+    python experiments/bench_prune_search_eval.py --workdir W [--candidates 32 --chunk 8]
+
+``--workdir``: a ``nas-jax prune train`` work directory (its trained PruningNet, data and
+settings); without it, a randomly initialised PruningNet of
+``experiments/configs/prune_digits.py`` (throughput does not depend on the weights).
+"""
+import argparse
+import os
+import time
+
+import jax
+import numpy as np
+
+from nas_jax.pruning.run import calibration_images, load_run_config, pruning_task, restore_params
+from nas_jax.pruning.search.config import default_config
+from nas_jax.pruning.search.evaluate import CandidateEvaluator
+from nas_jax.pruning.search.setup import holdout_batches
+from nas_jax.pruning.search.space import Budget, SearchSpace
+from nas_jax.train.loop import pipeline_from_config
+
+DIGITS_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "prune_digits.py")
+
+
+def candidates_per_second(evaluator: CandidateEvaluator, channels: np.ndarray) -> float:
+    evaluator(channels[:evaluator.chunk])  # compile
+    start = time.perf_counter()
+    evaluator(channels)
+    return len(channels) / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir")
+    parser.add_argument("--candidates", type=int, default=32)
+    parser.add_argument("--chunk", type=int, default=8)
+    args = parser.parse_args()
+    if args.workdir:
+        config, task, params = restore_params(args.workdir)
+    else:
+        config = load_run_config(DIGITS_CONFIG)
+        task = pruning_task(config)
+        params = jax.jit(task.init)(jax.random.key(0), None)["params"]
+    calibration = np.stack(calibration_images(config, pipeline_from_config(config, config.train_split)))
+    holdout = holdout_batches(config, default_config().search)
+    space = SearchSpace(task.graph, task.grid, Budget.parse("flops=1.0"))
+    channels = space.channels(space.random(np.random.default_rng(0), args.candidates))
+    batched = candidates_per_second(CandidateEvaluator(task, params, calibration, holdout, args.chunk), channels)
+    single = candidates_per_second(CandidateEvaluator(task, params, calibration, holdout, 1), channels)
+    print(f"{task.spec.name} width {task.spec.width}, {len(calibration)}x{calibration.shape[1]} calibration + "
+          f"{int(holdout['mask'].sum())} held-out images per candidate, {jax.devices()[0].platform}")
+    print(f"batched (vmap, chunk {args.chunk}): {batched:.3f} candidates/s")
+    print(f"one at a time (chunk 1):          {single:.3f} candidates/s")
+    print(f"ratio batched / one at a time:    {batched / single:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
