@@ -78,3 +78,17 @@ def classify(x, num_classes: int, dtype=None):
     method); logits in float32."""
     x = x.mean(axis=(1, 2))
     return nn.Dense(num_classes, dtype=dtype, name="linear")(x).astype("float32")
+
+
+class ZooModel(nn.Module):
+    """The attributes every zoo model shares; ``block_spec()`` turns them into the
+    ``BlockSpec`` its layers are built with. Inputs NHWC."""
+    num_classes: int = 1000
+    width: float = 1.0
+    block: str = "plain"
+    branch_mask: Tuple = ()
+    dtype: Any = None
+    widths: Tuple = ()
+
+    def block_spec(self) -> BlockSpec:
+        return BlockSpec(self.block, self.dtype, self.branch_mask, self.widths)

@@ -5,7 +5,7 @@ from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 
-from nas_jax.models.layers import BlockSpec, classify, conv_block
+from nas_jax.models.layers import BlockSpec, ZooModel, classify, conv_block
 
 # conv1, then (depthwise width, pointwise width) for each of the 13 blocks
 MOBILENET_V1_CHANNELS = (32, 32, 64, 64, 128, 128, 128, 128, 256, 256, 256, 256) + (512,) * 12 + (1024,) * 3
@@ -27,18 +27,12 @@ class MobileNetV1Block(nn.Module):
         return nn.relu(conv_block(self.spec, self, self.out_channels, 1, name="pointwise")(x, train))
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(ZooModel):
     """``conv1`` (3x3, stride 2), ``stem_0`` .. ``stem_12`` depthwise-separable blocks, ``linear``."""
-    num_classes: int = 1000
-    width: float = 1.0
-    block: str = "plain"
-    branch_mask: Tuple = ()
-    dtype: Any = None
-    widths: Tuple = ()
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        spec = BlockSpec(self.block, self.dtype, self.branch_mask, self.widths)
+        spec = self.block_spec()
         ch = [max(1, int(c * self.width)) for c in MOBILENET_V1_CHANNELS]
         x = nn.relu(conv_block(spec, self, ch[0], 3, 2, name="conv1")(x.astype(self.dtype or x.dtype), train))
         for i in range(13):
@@ -79,19 +73,13 @@ class InvertedResidual(nn.Module):
         return x + y if self.strides == 1 and in_channels == self.out_channels else y
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(ZooModel):
     """``features_0`` (3x3 stride 2), ``features_1`` .. ``features_17`` inverted residuals,
     ``features_18`` (1x1 to 1280), ``linear``; widths rounded to multiples of 8."""
-    num_classes: int = 1000
-    width: float = 1.0
-    block: str = "plain"
-    branch_mask: Tuple = ()
-    dtype: Any = None
-    widths: Tuple = ()
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        spec = BlockSpec(self.block, self.dtype, self.branch_mask, self.widths)
+        spec = self.block_spec()
         c_in = _divisible(32 * self.width)
         x = nn.relu6(conv_block(spec, self, c_in, 3, 2, name="features_0")(x.astype(self.dtype or x.dtype), train))
         idx = 1

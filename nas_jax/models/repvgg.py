@@ -6,7 +6,7 @@ from typing import Any, Sequence, Tuple
 
 import flax.linen as nn
 
-from nas_jax.models.layers import BlockSpec, classify, conv_block
+from nas_jax.models.layers import BlockSpec, ZooModel, classify, conv_block
 
 REPVGG_CONFIGS = {  # name: (blocks per stage, width multipliers per stage)
     "a0": ((2, 4, 14, 1), (0.75, 0.75, 0.75, 2.5)),
@@ -19,20 +19,14 @@ REPVGG_CONFIGS = {  # name: (blocks per stage, width multipliers per stage)
 }
 
 
-class RepVGG(nn.Module):
+class RepVGG(ZooModel):
     """``width`` scales all widths on top of the variant's multipliers."""
-    stage_sizes: Sequence[int]
-    stage_widths: Sequence[float]
-    num_classes: int = 1000
-    width: float = 1.0
-    block: str = "plain"
-    branch_mask: Tuple = ()
-    dtype: Any = None
-    widths: Tuple = ()
+    stage_sizes: Sequence[int] = REPVGG_CONFIGS["a0"][0]
+    stage_widths: Sequence[float] = REPVGG_CONFIGS["a0"][1]
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        spec = BlockSpec(self.block, self.dtype, self.branch_mask, self.widths)
+        spec = self.block_spec()
         x = x.astype(self.dtype or x.dtype)
         widths = [max(1, int(64 * (2 ** s) * m * self.width)) for s, m in enumerate(self.stage_widths)]
         layer = 0

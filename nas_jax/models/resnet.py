@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 
-from nas_jax.models.layers import BlockSpec, classify, conv_block
+from nas_jax.models.layers import BlockSpec, ZooModel, classify, conv_block
 
 
 class BasicBlock(nn.Module):
@@ -59,20 +59,14 @@ class ResNetStem(nn.Module):
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
-class ResNet(nn.Module):
+class ResNet(ZooModel):
     """Input NHWC, any size >= 32; ``width`` scales every stage (0.25 -> 16..128 channels)."""
-    stage_sizes: Sequence[int]
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
     bottleneck: bool = False
-    num_classes: int = 1000
-    width: float = 1.0
-    block: str = "plain"
-    branch_mask: Tuple = ()
-    dtype: Any = None
-    widths: Tuple = ()
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        spec = BlockSpec(self.block, self.dtype, self.branch_mask, self.widths)
+        spec = self.block_spec()
         block_cls = Bottleneck if self.bottleneck else BasicBlock
         c_in = int(64 * self.width)
         x = ResNetStem(c_in, spec, name="stage0")(x.astype(self.dtype or x.dtype), train)
