@@ -28,7 +28,7 @@ def add_search_parser(sub) -> None:
 def run_search_command(args: argparse.Namespace) -> int:
     from nas_jax.pruning.search.config import default_config
     from nas_jax.pruning.search.pareto import plot_pareto
-    from nas_jax.pruning.search.setup import search_workdir
+    from nas_jax.pruning.search.setup import SearchContext
     from nas_jax.train.config import apply_overrides, load_config
 
     config = apply_overrides(load_config(args.config) if args.config else default_config(), args.config_overrides)
@@ -37,7 +37,7 @@ def run_search_command(args: argparse.Namespace) -> int:
         print(f"iteration {iteration}: {len(history)} evaluations, best score {max(history.columns['score']):.4f}",
               flush=True)
 
-    best = search_workdir(args.workdir, args.method, args.budget, config.search, log=log)
+    best = SearchContext(args.workdir, config.search).search(args.method, args.budget, config.search, log=log)
     plot_pareto(os.path.join(args.workdir, "search"), os.path.join(args.workdir, "search", "pareto.png"))
     print(json.dumps({k: best[k] for k in ("method", "budget", "flops_ratio", "params_ratio", "val_accuracy",
                                            "evaluations", "wall_s")}))

@@ -48,18 +48,28 @@ def make_searcher(method: str, space: SearchSpace, search: ml_collections.Config
     raise ValueError(f"unknown search method {method!r}; choose one of {METHODS}")
 
 
-def search_workdir(workdir: str, method: str, budget_text: str, search: ml_collections.ConfigDict,
-                   directory: str = "", log=None) -> dict:
-    """Runs (or resumes) a ``method`` search under ``budget_text`` (``flops=0.5``) on the
-    PruningNet trained in ``workdir``; results in ``directory`` (default
-    ``workdir/search/<method>``). Returns ``best.json``'s document."""
-    config, task, params = restore_params(workdir)
-    budget = Budget.parse(budget_text, search.budget_mode, search.penalty)
-    space = SearchSpace(task.graph, task.grid, budget)
-    searcher = make_searcher(method, space, search, task, params)
-    train_data = pipeline_from_config(config, config.train_split)
-    evaluator = CandidateEvaluator(task, params, np.stack(calibration_images(config, train_data)),
-                                   holdout_batches(config, search), search.chunk)
-    settings = {"method": method, "budget": str(budget), "seed": search.seed, "search": search.to_dict()}
-    return run_search(space, evaluator, searcher, directory or os.path.join(workdir, "search", method),
-                      settings, search.evaluations, search.checkpoint_every, log)
+class SearchContext:
+    """What every search on one trained PruningNet shares: its run config, task and
+    parameters, and one compiled ``CandidateEvaluator`` (held-out data and ``chunk`` of
+    the search config it is made with)."""
+
+    def __init__(self, workdir: str, search: ml_collections.ConfigDict):
+        self.workdir = workdir
+        self.config, self.task, self.params = restore_params(workdir)
+        train_data = pipeline_from_config(self.config, self.config.train_split)
+        self.evaluator = CandidateEvaluator(self.task, self.params,
+                                            np.stack(calibration_images(self.config, train_data)),
+                                            holdout_batches(self.config, search), search.chunk)
+
+    def search(self, method: str, budget_text: str, search: ml_collections.ConfigDict, directory: str = "",
+               log=None) -> dict:
+        """Runs (or resumes) a ``method`` search under ``budget_text`` (``flops=0.5``);
+        results in ``directory`` (default ``workdir/search/<method>``). Returns
+        ``best.json``'s document."""
+        budget = Budget.parse(budget_text, search.budget_mode, search.penalty)
+        space = SearchSpace(self.task.graph, self.task.grid, budget)
+        searcher = make_searcher(method, space, search, self.task, self.params)
+        settings = {"method": method, "budget": str(budget), "seed": search.seed, "search": search.to_dict()}
+        return run_search(space, self.evaluator, searcher,
+                          directory or os.path.join(self.workdir, "search", method), settings,
+                          search.evaluations, search.checkpoint_every, log)
