@@ -9,6 +9,9 @@
   or PPO.
 - ``searchers``: uniform, random, evolutionary (MetaPruning) and RL searchers behind one
   propose / observe interface.
-- ``driver``: the search loop under an evaluation budget, its checkpoint (resume) and
-  ``best.json``; ``pareto``: the accuracy-vs-FLOPs picture of every method's candidates.
+- ``history``: every evaluated candidate; ``driver``: the search loop under an evaluation
+  budget, its checkpoint (resume) and ``best.json``; ``pareto``: the accuracy-vs-FLOPs
+  picture of every method's candidates.
+- ``config`` (the search settings), ``setup`` (a search on a trained work directory),
+  ``cli`` (``nas-jax prune search``).
 """
