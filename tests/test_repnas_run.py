@@ -9,12 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 from helpers import randomize
 from nas_jax import cli
 from nas_jax.interop import flax_to_torch
 from nas_jax.models import create_model
 from nas_jax.repnas.config import repnas_section
+from nas_jax.repnas.genotype import read_genotype_mask
 from nas_jax.repnas.layers import find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import kept_mask
 from nas_jax.repnas.run import build_task, search
@@ -30,11 +32,11 @@ STEPS_PER_EPOCH = 1078 // BATCH  # the digits train split
 RANDOM_STEPS, SEARCH_STEPS, TOTAL_STEPS = 2, 3, 7
 
 
-def tiny_config(**repnas):
+def tiny_config(checkpoint_every=TOTAL_STEPS, **repnas):
     c = default_config()
     c.model, c.block = "tiny", "repnas"
     c.num_steps, c.batch_size, c.eval_batch_size = TOTAL_STEPS, BATCH, 400
-    c.log_every, c.checkpoint_every, c.warmup_steps, c.grad_clip_norm = 1, 1, 2, 5.0
+    c.log_every, c.checkpoint_every, c.warmup_steps, c.grad_clip_norm = 1, checkpoint_every, 2, 5.0
     settings = dict(random_epochs=RANDOM_STEPS / STEPS_PER_EPOCH, search_epochs=SEARCH_STEPS / STEPS_PER_EPOCH,
                     alpha_learning_rate=0.05, kept_ratio=0.5)
     c.repnas = repnas_section(**{**settings, **repnas})
@@ -51,6 +53,21 @@ def outputs(workdir):
         deploy = checkpointer.restore(os.path.join(workdir, "deploy"))
     losses = {r["step"]: r["loss"] for r in read_metrics(workdir) if r["split"] == "train"}
     return genotype, report, deploy, losses
+
+
+@pytest.fixture(scope="module", autouse=True)
+def persistent_compilation_cache(tmp_path_factory):
+    """A persistent XLA cache for this module: the runs here compile the same steps again
+    and again (each ``train`` call, a resumed one too, compiles its own), so all but the
+    first are cache hits. The previous settings come back afterwards."""
+    previous = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compilation_cache.reset_cache()
+    yield
+    jax.config.update("jax_compilation_cache_dir", previous[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+    compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +95,13 @@ def test_run_writes_every_output_and_a_consistent_report(uninterrupted, tmp_path
     assert np.abs(alphas).max() > 0  # trained in phase 2
 
 
-@pytest.mark.parametrize("stop_at", [1, RANDOM_STEPS + 1, RANDOM_STEPS + SEARCH_STEPS, TOTAL_STEPS - 1],
-                         ids=["random", "search", "at_fix", "fixed"])
-def test_resume_in_every_phase_gives_the_uninterrupted_result(uninterrupted, tmp_path, stop_at):
-    workdir = str(tmp_path)
-    assert search(tiny_config(), workdir, model=TinyNet(), stop_at_step=stop_at, progress_bar=False) is None
-    search(tiny_config(), workdir, model=TinyNet(), progress_bar=False)
+def test_resume_in_every_phase_gives_the_uninterrupted_result(uninterrupted, tmp_path):
+    """Stopped (as a kill would stop it) in the random phase, in the search phase, right
+    at the fixing point and in the fixed phase, each time resumed from its checkpoint."""
+    workdir, config = str(tmp_path), tiny_config(checkpoint_every=1)
+    for stop_at in (1, RANDOM_STEPS + 1, RANDOM_STEPS + SEARCH_STEPS, TOTAL_STEPS - 1):
+        assert search(config, workdir, model=TinyNet(), stop_at_step=stop_at, progress_bar=False) is None
+    search(config, workdir, model=TinyNet(), progress_bar=False)
     genotype, report, deploy, losses = outputs(workdir)
     expected_genotype, expected_report, expected_deploy, expected_losses = uninterrupted
     assert genotype == expected_genotype
@@ -116,21 +134,17 @@ def test_fixing_takes_the_noise_free_top_k_and_resets_bn_statistics():
     np.testing.assert_array_equal(task.fixed_mask, expected)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("--config.repnas.kept_ratio=0.0", "kept_ratio must be in (0, 1]"),
-    ("--config.repnas.kept_ratio=1.5", "kept_ratio must be in (0, 1]"),
-    ("--config.repnas.kept_ratio=0.1", "less than one per layer"),
-    ("--config.repnas.budget=cost", None),
+@pytest.mark.parametrize("overrides,message", [
+    (["--config.repnas.kept_ratio=0.0"], "kept_ratio must be in (0, 1]"),
+    (["--config.repnas.kept_ratio=1.5"], "kept_ratio must be in (0, 1]"),
+    (["--config.repnas.kept_ratio=0.1"], "less than one per layer"),
+    (["--config.repnas.budget=cost", "--config.repnas.kept_ratio=0.01"], "less than one branch per layer"),
+    (["--config.repnas.per_layer_cap=1"], "do not fit under per_layer_cap"),
+    (["--config.repnas.search_epochs=20.0"], "needs at least one step"),
 ])
-def test_bad_settings_fail_before_training(tmp_path, capsys, override, message):
+def test_bad_settings_fail_before_training(tmp_path, capsys, overrides, message):
     config = os.path.join(REPO, "experiments", "configs", "repnas_digits.py")
-    args = ["repnas", "--config", config, "--workdir", str(tmp_path), override]
-    if message is None:  # a valid alternative budget: only check that it builds
-        c = apply_overrides(load_config(config), [override, "--config.repnas.kept_ratio=0.01"])
-        with pytest.raises(ValueError, match="less than one branch per layer"):
-            build_task(c, pipeline_from_config(c, "train"))
-        return
-    assert cli.main(args) == 2
+    assert cli.main(["repnas", "--config", config, "--workdir", str(tmp_path), *overrides]) == 2
     assert message in capsys.readouterr().out
     assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints"))
 
@@ -179,35 +193,33 @@ def test_import_official_supernet_fuses_and_matches_the_supernet(tmp_path, capsy
     fixed = model.clone(branch_mask=static_branch_mask([layer.path for layer in layers], got))
     with ocp.StandardCheckpointer() as checkpointer:
         deploy = checkpointer.restore(os.path.join(workdir, "deploy"))
-    expected_logits = fixed.apply(variables, x)
-    deploy_logits = model.clone(block="deploy", branch_mask=()).apply(deploy, x)
+    expected_logits = jax.jit(lambda v: fixed.apply(v, x))(variables)
+    deploy_logits = jax.jit(lambda v: model.clone(block="deploy", branch_mask=()).apply(v, x))(deploy)
     scale = float(np.abs(expected_logits).max())
     np.testing.assert_allclose(deploy_logits, expected_logits, rtol=1e-4, atol=1e-4 * scale)
     assert report["fused_vs_supernet_max_abs_logit_diff"] <= 1e-4 * max(scale, 1.0)
-    # the mask can also be given as a genotype.json
-    assert cli.main(["repnas", "import", "--checkpoint", checkpoint, "--model", "repvgg_a0", "--width", "0.0625",
-                     "--num-classes", "10", "--workdir", str(tmp_path / "again"), "--split", "test",
-                     "--mask", os.path.join(workdir, "genotype.json")]) == 0
-    assert json.loads(capsys.readouterr().out)["kept_branches"] == report["kept_branches"]
+    # the mask can also be given back as the genotype.json
+    np.testing.assert_array_equal(read_genotype_mask(os.path.join(workdir, "genotype.json"),
+                                                     [layer.path for layer in layers]), got)
 
 
-@pytest.mark.parametrize("name,backbone,layers", [("repnas_imagenet_repvgg_a0.py", "repvgg_a0", 22),
-                                                  ("repnas_imagenet_resnet18.py", "resnet18", 16)])
-def test_imagenet_configs_on_mock_data(tmp_path, name, backbone, layers):
-    """The ImageNet configs on tfds mock data: their backbone's supernet and budget build,
-    and their schedule, optimisers and bf16 pipeline run a few steps through every phase
-    (on the tiny backbone: compiling a full-depth search step takes minutes on a CPU)."""
+def test_imagenet_configs_on_mock_data(tmp_path):
+    """The ImageNet configs on tfds mock data: each backbone's supernet and budget build;
+    the schedule, optimisers and bf16 pipeline run a few steps through every phase (on
+    the tiny backbone: compiling a full-depth search step takes minutes on a CPU)."""
     import tensorflow_datasets as tfds
 
-    path = os.path.join(REPO, "experiments", "configs", name)
+    overrides = ["--config.data_dir=/nonexistent", "--config.image_size=32", "--config.batch_size=16",
+                 "--config.eval_batch_size=16", "--config.num_workers=0", "--config.width=0.0625"]
     with tfds.testing.mock_data(num_examples=48):
-        config = apply_overrides(load_config(path), [
-            "--config.data_dir=/nonexistent", "--config.image_size=32", "--config.batch_size=16",
-            "--config.eval_batch_size=16", "--config.num_workers=0", "--config.width=0.0625"])
-        data = pipeline_from_config(config, config.train_split)
-        task = build_task(config, data)
-        assert config.model == backbone and len(task.layers) == layers
-        assert task.budget.k == int(layers * 6 * config.repnas.kept_ratio)
+        for name, backbone, layers in (("repnas_imagenet_resnet18.py", "resnet18", 16),
+                                       ("repnas_imagenet_repvgg_a0.py", "repvgg_a0", 22)):
+            config = apply_overrides(load_config(os.path.join(REPO, "experiments", "configs", name)), overrides)
+            task = build_task(config, pipeline_from_config(config, config.train_split))
+            assert config.model == backbone and len(task.layers) == layers and config.dtype == "bfloat16"
+            assert task.budget.k == int(layers * 6 * 0.34)
+            # 3 steps per epoch: 15 random epochs, 35 search epochs, 150 in all
+            assert (task.schedule.random_steps, task.schedule.fix_step, task.schedule.total_steps) == (45, 150, 450)
         config = apply_overrides(config, ["--config.num_steps=3", "--config.repnas.random_epochs=0.34",
                                           "--config.repnas.search_epochs=0.34", "--config.log_every=1",
                                           "--config.eval_every=0", "--config.warmup_steps=1"])

@@ -112,7 +112,9 @@ def fuse_and_report(task: RepNASTask, variables, mask, config, workdir: str, eva
     fixed = task.fixed_model(mask)
     variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
     input_shape = (1,) + tuple(eval_data.image_shape)
-    deploy_model, deploy_variables = fuse_params(fixed, variables, input_shape=input_shape)
+    deploy_model = fixed.clone(block="deploy", branch_mask=())
+    with jax.default_matmul_precision("highest"):
+        deploy_variables = jax.jit(lambda v: fuse_params(fixed, v, input_shape=input_shape)[1])(variables)
     trained_logits, labels = predict(fixed, variables, eval_data, config.eval_batch_size, mesh)
     fused_logits, _ = predict(deploy_model, deploy_variables, eval_data, config.eval_batch_size, mesh)
     deploy_dir = save_deploy(workdir, deploy_variables, {

@@ -188,11 +188,18 @@ class RepNASTask(Task):
             self.fixed_mask = None
             return None
         if step == self.schedule.fix_step:
-            mask = np.asarray(jax.device_get(kept_mask(state.extra["alphas"], self.budget))) > 0
-            self.fixed_mask = mask
-            return _fix(state, jnp.asarray(mask, jnp.int32))
+            state = jax.jit(self._fix)(state)
+            self.adopt(state)
+            return state
         self.adopt(state)
         return None
+
+    def _fix(self, state):
+        """The state with the noise-free top-k of its alphas fixed and every BatchNorm's
+        statistics reset."""
+        mask = kept_mask(state.extra["alphas"], self.budget).astype(jnp.int32)
+        extra = {**state.extra, "fixed_mask": mask, "is_fixed": jnp.ones((), jnp.int32)}
+        return state.replace(batch_stats=reset_batch_stats(state.batch_stats), extra=extra)
 
     def adopt(self, state) -> None:
         """Takes the fixed mask from a phase-3 state (e.g. a restored checkpoint)."""
@@ -201,9 +208,3 @@ class RepNASTask(Task):
                              f"{self.schedule.fix_step} but holds no fixed mask")
         self.fixed_mask = np.asarray(jax.device_get(state.extra["fixed_mask"])) > 0
 
-
-@jax.jit
-def _fix(state, mask):
-    """The state with ``mask`` fixed and all BatchNorm statistics reset (shardings kept)."""
-    extra = {**state.extra, "fixed_mask": mask, "is_fixed": jnp.ones((), jnp.int32)}
-    return state.replace(batch_stats=reset_batch_stats(state.batch_stats), extra=extra)
