@@ -151,3 +151,10 @@ def test_killed_search_resumes_to_the_same_result(tmp_path, evaluator, params, m
     assert {k: resumed[k] for k in keys} == {k: uninterrupted[k] for k in keys}
     with pytest.raises(ValueError, match="another search"):
         search(method, tmp_path / "killed", evaluator, params, search_config(seed=3))
+
+
+def test_ppo_search_stays_within_budget(tmp_path, evaluator, params):
+    s = search_config()
+    s.rl.algorithm, s.rl.ppo_epochs = "ppo", 2
+    _, best = search("rl", tmp_path, evaluator, params, s)
+    assert best["flops_ratio"] <= 0.4 and best["evaluations"] == 12
