@@ -96,7 +96,7 @@ def test_gumbel_noise_at_training_only_and_straight_through_value():
 def test_straight_through_gradients_reach_the_kept_alphas_only(branch_compute):
     task = _task(branch_compute=branch_compute)
     batch = {"image": jax.random.normal(jax.random.key(3), (4, 16, 16, 3)), "label": jnp.arange(4) % 10}
-    v = task.init(jax.random.key(0), batch)
+    v = _run_once(lambda key: task.init(key, batch), jax.random.key(0))
     extra = {**v["extra"], "alphas": jax.random.normal(jax.random.key(4), (3, 6))}
     rng = jax.random.key(7)
     mask, _ = task.sample(extra["alphas"], rng)
@@ -115,7 +115,7 @@ def test_dynamic_mask_equals_static_mask_and_dense_including_empty_layers():
     BN updates; an empty layer without identity computes conv3x3 unweighted."""
     cond, dense = _task(branch_compute="cond"), _task(branch_compute="dense")
     x = jax.random.normal(jax.random.key(3), (4, 16, 16, 3))
-    variables = randomize(cond.model.init(jax.random.key(0), x))
+    variables = randomize(jax.eval_shape(cond.model.init, jax.random.key(0), x))
     mask = jnp.asarray([[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 0, 0, 1, 1, 0]], jnp.float32)  # conv1: fallback
     weights = jnp.asarray(np.random.default_rng(0).uniform(0.2, 1.0, (3, 6)), jnp.float32)
     static = cond.model.clone(branch_mask=static_branch_mask(cond.paths, mask))
@@ -147,8 +147,9 @@ def test_fused_network_equals_the_fixed_supernet_in_eval_mode(name, width):
     mask[0] = False  # an empty stride-2 layer: the conv3x3 fallback
     fixed = model.clone(branch_mask=static_branch_mask([layer.path for layer in layers], mask))
     x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
-    variables = randomize(_run_once(lambda key: model.init(key, x), jax.random.key(0)), seed=1, scale=0.2)
-    deploy, deploy_variables = fuse_params(fixed, variables, input_shape=(1, 32, 32, 3))
+    variables = randomize(jax.eval_shape(model.init, jax.random.key(0), x), seed=1, scale=0.2)
+    deploy = fixed.clone(block="deploy", branch_mask=())
+    deploy_variables = _run_once(lambda v: fuse_params(fixed, v, input_shape=(1, 32, 32, 3))[1], variables)
     supernet_out = _run_once(lambda v: fixed.apply(v, x), variables)
     fused_out = _run_once(lambda v: deploy.apply(v, x), deploy_variables)
     scale = float(np.abs(supernet_out).max())

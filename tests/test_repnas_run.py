@@ -172,7 +172,7 @@ def test_import_official_supernet_fuses_and_matches_the_supernet(tmp_path, capsy
     model = create_model("repvgg_a0", block="repnas", num_classes=10, width=0.0625)
     layers = find_searchable_layers(model, (1, 32, 32, 3))
     x = jnp.asarray(next(pipeline_from_config(tiny_config(), "test").eval_batches(8))["image"])
-    variables = randomize(jax.jit(model.init)(jax.random.key(0), x), seed=3, scale=0.2)
+    variables = randomize(jax.eval_shape(model.init, jax.random.key(0), x), seed=3, scale=0.2)
     alphas = np.asarray(jax.random.normal(jax.random.key(1), (len(layers), 6)))
     checkpoint = str(tmp_path / "supernet.npz")
     np.savez(checkpoint, **_official_state_dict(model, variables, alphas))

@@ -148,25 +148,27 @@ class RepNASTask(Task):
 
     # -- the loss -------------------------------------------------------------------------
     def loss(self, params, extra, batch_stats, batch, rng, train):
-        variables = {"params": params, "batch_stats": batch_stats}
-        smoothing = self.label_smoothing
-        if not train and self.fixed_mask is None:
-            mask = self.eval_mask(extra)
-            logits = self.model.apply({**variables, "branch_weights": self._branch_weights(mask, mask)},
-                                      batch["image"], train=False)
-            return cross_entropy(logits, batch["label"], 0.0, batch.get("mask")), (logits, batch_stats, {})
+        """Phases 1-2: the supernet with this step's sampled mask (training) or the
+        noise-free mask (evaluation); phase 3: the fixed sub-network, static mask."""
+        model, mask, collections = self.model, None, {}
         if self.fixed_mask is not None:
-            if not train:
-                logits = self.fixed_model().apply(variables, batch["image"], train=False)
-                return cross_entropy(logits, batch["label"], 0.0, batch.get("mask")), (logits, batch_stats, {})
-            logits, updates = self.fixed_model().apply(variables, batch["image"], train=True, mutable=["batch_stats"])
-            return cross_entropy(logits, batch["label"], smoothing), (logits, updates["batch_stats"], {})
-        mask, weights = self.sample(extra["alphas"], rng)
-        logits, updates = self.model.apply({**variables, "branch_weights": self._branch_weights(mask, weights)},
-                                           batch["image"], train=True, mutable=["batch_stats"])
+            model = self.fixed_model()
+        elif train:
+            mask, weights = self.sample(extra["alphas"], rng)
+            collections = {"branch_weights": self._branch_weights(mask, weights)}
+        else:
+            noise_free = self.eval_mask(extra)
+            collections = {"branch_weights": self._branch_weights(noise_free, noise_free)}
+        variables = {"params": params, "batch_stats": batch_stats, **collections}
+        if not train:
+            logits = model.apply(variables, batch["image"], train=False)
+            return cross_entropy(logits, batch["label"], 0.0, batch.get("mask")), (logits, batch_stats, {})
+        logits, updates = model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+        loss = cross_entropy(logits, batch["label"], self.label_smoothing)
+        if mask is None:
+            return loss, (logits, updates["batch_stats"], {})
         probe = jnp.sum(jax.lax.stop_gradient(mask) * extra["mask_probe"])
-        loss = cross_entropy(logits, batch["label"], smoothing) + probe
-        return loss, (logits, updates["batch_stats"], {"kept_branches": mask.sum()})
+        return loss + probe, (logits, updates["batch_stats"], {"kept_branches": mask.sum()})
 
     def update_extra(self, extra, extra_grads, step):
         """Phase 1: alphas unchanged; phase 2: one alpha optimiser step, and the step's
@@ -182,8 +184,8 @@ class RepNASTask(Task):
 
     # -- phases ---------------------------------------------------------------------------
     def on_step(self, state, step: int):
-        """At ``fix_step``: fix the mask, reset BN statistics. After it (a resumed run):
-        adopt the fixed mask stored in the state."""
+        """At ``fix_step``: fix the mask, reset BN statistics. After it, in a resumed run:
+        adopt the fixed mask stored in the state (once; no device sync on other steps)."""
         if step < self.schedule.fix_step:
             self.fixed_mask = None
             return None
@@ -191,7 +193,8 @@ class RepNASTask(Task):
             state = jax.jit(self._fix)(state)
             self.adopt(state)
             return state
-        self.adopt(state)
+        if self.fixed_mask is None:
+            self.adopt(state)
         return None
 
     def _fix(self, state):

@@ -1,0 +1,104 @@
+"""Search-step throughput of RepNAS against a DBB and a plain train step of the same
+backbone, in one run (same machine, same batch, the loop's own compiled steps).
+
+Rows: the RepNAS search step with masked branches skipped (``nn.cond`` per branch) and
+with all six branches computed and scaled by the mask (``dense``); the fixed sub-network's
+step (a static mask); the DBB and plain train steps (``nas_jax.train.bench``). Prints a
+markdown table and the ratios, and writes it to ``--out``.
+
+    python experiments/bench_repnas_step.py --model resnet18 --width 0.25 --batch 64 --res 32
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from nas_jax.models import create_model
+from nas_jax.repnas.layers import find_searchable_layers
+from nas_jax.repnas.masks import BranchBudget, kept_mask
+from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
+from nas_jax.train.bench import benchmark
+from nas_jax.train.config import default_config
+from nas_jax.train.optim import create_optimizer
+from nas_jax.train.step import (compiler_options, create_mesh, create_train_state, jit_train_step, shard_batch,
+                                train_step_fn)
+
+
+def repnas_step(args, branch_compute: str, fixed: bool) -> dict:
+    """Compile and time the RepNAS train step: the search phase (mask resampled every
+    step) or, with ``fixed``, the fixed sub-network of a random top-k mask."""
+    mesh = create_mesh()
+    model = create_model(args.model, block="repnas", num_classes=10, width=args.width)
+    layers = find_searchable_layers(model, (1, args.res, args.res, 3))
+    budget = BranchBudget(len(layers), args.kept_ratio)
+    task = RepNASTask(model, layers, budget, SearchSchedule(0, 10 ** 6, 10 ** 6 + 1), alpha_optimizer(),
+                      branch_compute)
+    rng = np.random.default_rng(0)
+    host = {"image": rng.standard_normal((args.batch, args.res, args.res, 3), dtype=np.float32),
+            "label": rng.integers(0, 10, args.batch).astype(np.int32)}
+    data = shard_batch(host, mesh)
+    tx, _ = create_optimizer(default_config(), 1000)
+    state = create_train_state(task, tx, 0, {k: v[:1] for k, v in host.items()}, mesh)
+    if fixed:
+        task.fixed_mask = np.asarray(kept_mask(jax.random.normal(jax.random.key(1), (len(layers), 6)), budget)) > 0
+    key = jax.random.PRNGKey(0)
+    start = time.perf_counter()
+    step = jit_train_step(train_step_fn(task, tx), mesh, compiler_options(True)).lower(state, data, key).compile()
+    compile_s = time.perf_counter() - start
+    state = jax.block_until_ready(step(state, data, key)[0])
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        state = step(state, data, key)[0]
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": args.batch * args.steps / seconds, "step_ms": 1000 * seconds / args.steps,
+            "compile_s": compile_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--res", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--kept-ratio", type=float, default=0.34)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_repnas_step.md"))
+    args = parser.parse_args()
+
+    rows = {
+        "RepNAS search, masked branches skipped (cond)": repnas_step(args, "cond", fixed=False),
+        "RepNAS search, all six computed x mask (dense)": repnas_step(args, "dense", fixed=False),
+        "RepNAS fixed sub-network (static mask)": repnas_step(args, "cond", fixed=True),
+    }
+    for block in ("dbb", "plain"):
+        rows[f"{block.upper() if block == 'dbb' else block} train step"] = benchmark(
+            "train", args.model, block, args.batch, args.res, args.steps, "float32", 10, args.width)
+    cond, dense = rows["RepNAS search, masked branches skipped (cond)"], rows[
+        "RepNAS search, all six computed x mask (dense)"]
+    dbb = rows["DBB train step"]
+    device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+    lines = [f"# RepNAS search step vs DBB / plain ({args.model} width {args.width}, batch {args.batch}, "
+             f"{args.res}px, float32, {device}, kept_ratio {args.kept_ratio}, {args.steps} timed steps)", "",
+             "| step | images/s | ms/step | compile s |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | {r['compile_s']:.1f} |"
+              for name, r in rows.items()]
+    lines += ["", f"- search step time, cond / dense: {cond['step_ms'] / dense['step_ms']:.2f}",
+              f"- search step time, cond / DBB: {cond['step_ms'] / dbb['step_ms']:.2f}",
+              f"- search step time, dense / DBB: {dense['step_ms'] / dbb['step_ms']:.2f}"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+        json.dump({"args": vars(args), "device": device, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
