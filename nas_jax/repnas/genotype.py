@@ -75,8 +75,8 @@ def plot_heatmap(path: str, values, layers: Sequence[SearchableLayer], title: st
                   fontsize=7)
     if mask is not None:
         rows, cols = np.nonzero(np.asarray(mask) > 0)
-        ax.scatter(cols, rows, s=12, c="white", edgecolors="black", linewidths=0.5, label="kept")
-        ax.legend(loc="upper right", bbox_to_anchor=(1.0, 1.0 + 1.0 / max(len(layers), 1)), fontsize=7)
+        ax.scatter(cols, rows, s=12, c="white", edgecolors="black", linewidths=0.5)
+        title += " (dots: kept)"
     fig.colorbar(image, ax=ax, label=colorbar_label)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
