@@ -71,13 +71,18 @@ def persistent_compilation_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted_workdir(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
     search(tiny_config(), workdir, model=TinyNet(), progress_bar=False)
-    return outputs(workdir)
+    return workdir
 
 
-def test_run_writes_every_output_and_a_consistent_report(uninterrupted, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_workdir):
+    return outputs(uninterrupted_workdir)
+
+
+def test_run_writes_every_output_and_a_consistent_report(uninterrupted, uninterrupted_workdir):
     genotype, report, deploy, losses = uninterrupted
     assert sorted(losses) == list(range(1, TOTAL_STEPS + 1))
     assert [row["path"] for row in genotype["layers"]] == ["conv1", "conv2", "conv3"]
@@ -86,6 +91,8 @@ def test_run_writes_every_output_and_a_consistent_report(uninterrupted, tmp_path
     assert report["fused_vs_supernet_max_abs_logit_diff"] < 1e-4
     assert report["fused_test_accuracy"] == report["supernet_test_accuracy"]
     assert report["test_examples"] == 360 and report["wall_s"] > 0
+    for picture in ("alphas.png", "mask_frequency.png", "mask_trace.png", "training_curve.png"):
+        assert os.path.getsize(os.path.join(uninterrupted_workdir, picture)) > 0
     # deploy: one conv with bias per layer; the plain network has a BN (scale + bias) instead of a bias
     convs = [deploy["params"][p]["conv"] for p in ("conv1", "conv2", "conv3", "head")]
     assert report["deploy_params"] == sum(c["kernel"].size + c["bias"].size for c in convs) + \
@@ -93,6 +100,27 @@ def test_run_writes_every_output_and_a_consistent_report(uninterrupted, tmp_path
     assert report["plain_params"] == report["deploy_params"] + sum(c["bias"].size for c in convs)
     alphas = np.array([row["alphas"] for row in genotype["layers"]])
     assert np.abs(alphas).max() > 0  # trained in phase 2
+
+
+def test_mask_trace_snapshots_the_noise_free_mask_over_the_search():
+    config = tiny_config(random_epochs=1 / STEPS_PER_EPOCH, search_epochs=130 / STEPS_PER_EPOCH)
+    config.num_steps = 140
+    data = pipeline_from_config(config, "train")
+    task = build_task(config, data, TinyNet())
+    schedule = task.schedule
+    assert (schedule.random_steps, schedule.search_steps, schedule.trace_snapshots) == (1, 130, 64)
+    state = create_train_state(task, create_optimizer(config, 140)[0], 0, example_batch(data), create_mesh())
+    update, extra, last_in_slot = jax.jit(task.update_extra), state.extra, {}
+    for step in range(schedule.fix_step):
+        grads = {"alphas": jax.random.normal(jax.random.key(step), extra["alphas"].shape),
+                 "mask_probe": jnp.zeros_like(extra["mask_probe"])}
+        extra = update(extra, grads, jnp.asarray(step))
+        if step >= schedule.random_steps:
+            last_in_slot[(step - schedule.random_steps) * 64 // 130] = np.asarray(kept_mask(extra["alphas"],
+                                                                                           task.budget))
+    assert sorted(last_in_slot) == list(range(64))  # every snapshot written, in order
+    np.testing.assert_array_equal(np.asarray(extra["mask_trace"]), np.stack([last_in_slot[s] for s in range(64)]))
+    assert (np.asarray(extra["mask_trace"]).sum(axis=(1, 2)) == task.budget.k).all()
 
 
 def test_resume_in_every_phase_gives_the_uninterrupted_result(uninterrupted, tmp_path):

@@ -84,3 +84,38 @@ def plot_heatmap(path: str, values, layers: Sequence[SearchableLayer], title: st
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_mask_trace(path: str, trace, layers: Sequence[SearchableLayer], first_step: int, last_step: int) -> str:
+    """How the noise-free mask changed over the search, saved as PNG at ``path``: ``trace``
+    ``[S, L, 6]`` snapshots (``RepNASTask``'s ``mask_trace``, taken evenly from search step
+    ``first_step`` to ``last_step``) as a (layer, primitive) x snapshot image, kept
+    branches dark, with the number of branches that changed between snapshots below."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trace = np.asarray(trace, np.float64) > 0
+    snapshots, num_layers, num_primitives = trace.shape
+    rows = trace.reshape(snapshots, -1).T  # [L * 6, S], layer-major
+    steps = np.linspace(first_step, last_step, snapshots + 1)[1:]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 2.0 + 0.32 * num_layers), sharex=True,
+                                      gridspec_kw={"height_ratios": [5, 1]})
+    extent = (steps[0] - 0.5 * (steps[1] - steps[0]) if snapshots > 1 else first_step, steps[-1],
+              num_layers * num_primitives - 0.5, -0.5)
+    top.imshow(rows, aspect="auto", cmap="Greys", interpolation="nearest", extent=extent, vmin=0, vmax=1)
+    for boundary in range(1, num_layers):
+        top.axhline(boundary * num_primitives - 0.5, color="tab:blue", linewidth=0.4)
+    top.set_yticks([i * num_primitives + (num_primitives - 1) / 2 for i in range(num_layers)],
+                   [layer.path for layer in layers], fontsize=7)
+    top.set_title(f"noise-free mask during the search (dark: kept; rows per layer: {', '.join(PRIMITIVES)})",
+                  fontsize=8)
+    changes = np.concatenate([[0], np.abs(np.diff(rows.astype(int), axis=1)).sum(axis=0)])
+    bottom.plot(steps, changes, marker=".", color="tab:red")
+    bottom.set_ylabel("changed", fontsize=8)
+    bottom.set_xlabel("training step")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -3,7 +3,8 @@ then leave in the work directory:
 
 * ``genotype.json`` (see ``nas_jax.repnas.genotype``);
 * ``alphas.png`` (the learnt alphas, kept branches marked) and ``mask_frequency.png``
-  (the fraction of phase-2 steps in which each branch was kept);
+  (the fraction of phase-2 steps in which each branch was kept), ``mask_trace.png`` (the
+  noise-free mask's snapshots over phase 2 and how many branches changed between them);
 * ``deploy/`` (orbax, ``{'params'}`` of ``block='deploy'``) and ``deploy.json``;
 * ``report.json``: test accuracy of the trained network (the fixed sub-network before
   fusion) and of the fused one, their largest logit difference, parameter counts,
@@ -27,7 +28,7 @@ import numpy as np
 from nas_jax.data import Pipeline
 from nas_jax.models import create_model
 from nas_jax.rep.fuse import fuse_params
-from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, write_genotype
+from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, plot_mask_trace, write_genotype
 from nas_jax.repnas.layers import find_searchable_layers
 from nas_jax.repnas.masks import BranchBudget
 from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
@@ -154,6 +155,8 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
     plot_heatmap(os.path.join(workdir, "mask_frequency.png"), frequency, task.layers,
                  f"fraction of the {int(extra['search_steps'])} search steps each branch was kept",
                  task.fixed_mask, "kept fraction")
+    plot_mask_trace(os.path.join(workdir, "mask_trace.png"), extra["mask_trace"], task.layers,
+                    task.schedule.random_steps, task.schedule.fix_step)
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     eval_data = pipeline_from_config(config, config.repnas.test_split)
     return fuse_and_report(task, variables, task.fixed_mask, config, workdir, eval_data, extra["alphas"], {
@@ -173,4 +176,4 @@ def summary(report: Dict, workdir: str) -> str:
         f"  deploy params {report['deploy_params']:,} (plain conv-BN network {report['plain_params']:,}); "
         f"wall {report.get('wall_s', 0.0):.0f} s",
         f"  files in {os.path.abspath(workdir)}: report.json, genotype.json, alphas.png, mask_frequency.png, "
-        f"deploy/, metrics.jsonl, training_curve.png"])
+        f"mask_trace.png, deploy/, metrics.jsonl, training_curve.png"])

@@ -15,6 +15,10 @@ The task's own state, ``TrainState.extra`` (checkpointed with the rest):
 * ``alphas`` f32 ``[L, 6]`` and ``alpha_opt`` (their optimiser's state);
 * ``kept_steps`` f32 ``[L, 6]``: in how many phase-2 steps each branch was kept, and
   ``search_steps`` f32 ``[]`` the number of those steps (the mask-frequency heatmap);
+* ``mask_trace`` f32 ``[S, L, 6]``: how the noise-free mask (top-k of the alphas) changed
+  over phase 2, in ``S = min(MASK_TRACE_SNAPSHOTS, search_steps)`` evenly spaced
+  snapshots (snapshot ``s`` is the mask after the last search step of the ``s``-th of
+  ``S`` equal parts of the phase);
 * ``fixed_mask`` int32 ``[L, 6]`` and ``is_fixed`` int32 ``[]``: the fixed mask once phase 3
   has begun (a resumed run reads it back from here);
 * ``mask_probe`` f32 ``[L, 6]``, always zero: the loss adds ``sum(mask * mask_probe)``
@@ -37,6 +41,7 @@ from nas_jax.repnas.masks import BranchBudget, gumbel_rank, kept_mask, straight_
 from nas_jax.train.task import Task, cross_entropy
 
 BRANCH_COMPUTE = ("cond", "dense")
+MASK_TRACE_SNAPSHOTS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +63,15 @@ class SearchSchedule:
     @property
     def fix_step(self) -> int:
         return self.random_steps + self.search_steps
+
+    @property
+    def trace_snapshots(self) -> int:
+        """S, the number of mask snapshots over phase 2 (see ``RepNASTask``)."""
+        return max(1, min(MASK_TRACE_SNAPSHOTS, self.search_steps))
+
+    def trace_slot(self, step):
+        """The snapshot a phase-2 ``step`` (traced or int) writes."""
+        return (step - self.random_steps) * self.trace_snapshots // max(self.search_steps, 1)
 
     def phase(self, step: int) -> str:
         if step < self.random_steps:
@@ -120,6 +134,7 @@ class RepNASTask(Task):
         alphas = jnp.zeros(shape, jnp.float32)
         extra = {"alphas": alphas, "alpha_opt": self.alpha_tx.init(alphas),
                  "kept_steps": jnp.zeros(shape, jnp.float32), "search_steps": jnp.zeros((), jnp.float32),
+                 "mask_trace": jnp.zeros((self.schedule.trace_snapshots, *shape), jnp.float32),
                  "fixed_mask": jnp.zeros(shape, jnp.int32), "is_fixed": jnp.zeros((), jnp.int32),
                  "mask_probe": jnp.zeros(shape, jnp.float32)}
         return {"params": variables["params"], "batch_stats": variables["batch_stats"], "extra": extra}
@@ -171,13 +186,16 @@ class RepNASTask(Task):
         return loss + probe, (logits, updates["batch_stats"], {"kept_branches": mask.sum()})
 
     def update_extra(self, extra, extra_grads, step):
-        """Phase 1: alphas unchanged; phase 2: one alpha optimiser step, and the step's
-        mask (the ``mask_probe`` gradient) counted into ``kept_steps``."""
+        """Phase 1: alphas unchanged; phase 2: one alpha optimiser step, the step's mask
+        (the ``mask_probe`` gradient) counted into ``kept_steps`` and the new noise-free
+        mask written to its ``mask_trace`` snapshot."""
         searching = step >= self.schedule.random_steps
         updates, alpha_opt = self.alpha_tx.update(extra_grads["alphas"], extra["alpha_opt"], extra["alphas"])
         keep_old = lambda new, old: jnp.where(searching, new, old)  # noqa: E731
-        return {**extra,
-                "alphas": keep_old(optax.apply_updates(extra["alphas"], updates), extra["alphas"]),
+        alphas = keep_old(optax.apply_updates(extra["alphas"], updates), extra["alphas"])
+        slot = jnp.clip(self.schedule.trace_slot(step), 0, self.schedule.trace_snapshots - 1)
+        trace = extra["mask_trace"].at[slot].set(kept_mask(alphas, self.budget))
+        return {**extra, "alphas": alphas, "mask_trace": keep_old(trace, extra["mask_trace"]),
                 "alpha_opt": jax.tree.map(keep_old, alpha_opt, extra["alpha_opt"]),
                 "kept_steps": extra["kept_steps"] + searching * extra_grads["mask_probe"],
                 "search_steps": extra["search_steps"] + searching}
