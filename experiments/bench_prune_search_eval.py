@@ -1,6 +1,8 @@
-"""Candidate-evaluation throughput of the width search: batched (vmap over width masks,
-``--chunk`` candidates per call) vs one at a time (``chunk=1``), same candidates, same
-data, after one warm-up call each (compilation excluded). Prints both and the ratio.
+"""Candidate-evaluation throughput of the width search, same candidates, same data, after
+one warm-up call each (compilation excluded), in one run: ``--chunk`` candidates per
+compiled call side by side under vmap (``vmap_width=chunk``), the same chunk one after
+another inside the call (``lax.map``, ``vmap_width=1``), and one call per candidate
+(``chunk=1``, a Python loop). Prints the three rates and their ratios.
 
     python experiments/bench_prune_search_eval.py --workdir W [--candidates 32 --chunk 8]
 
@@ -48,13 +50,18 @@ def main():
     holdout = holdout_batches(config, default_config().search)
     space = SearchSpace(task.graph, task.grid, Budget.parse("flops=1.0"))
     channels = space.channels(space.random(np.random.default_rng(0), args.candidates))
-    batched = candidates_per_second(CandidateEvaluator(task, params, calibration, holdout, args.chunk), channels)
-    single = candidates_per_second(CandidateEvaluator(task, params, calibration, holdout, 1), channels)
+    rates = {}
+    for name, chunk, width in ((f"vmap, chunk {args.chunk}", args.chunk, args.chunk),
+                               (f"lax.map, chunk {args.chunk}", args.chunk, 1),
+                               ("one call per candidate", 1, 1)):
+        evaluator = CandidateEvaluator(task, params, calibration, holdout, chunk, width)
+        rates[name] = candidates_per_second(evaluator, channels)
     print(f"{task.spec.name} width {task.spec.width}, {len(calibration)}x{calibration.shape[1]} calibration + "
-          f"{int(holdout['mask'].sum())} held-out images per candidate, {jax.devices()[0].platform}")
-    print(f"batched (vmap, chunk {args.chunk}): {batched:.3f} candidates/s")
-    print(f"one at a time (chunk 1):          {single:.3f} candidates/s")
-    print(f"ratio batched / one at a time:    {batched / single:.2f}x")
+          f"{int(holdout['mask'].sum())} held-out images per candidate, {len(channels)} candidates, "
+          f"{jax.devices()[0].platform}")
+    single = rates["one call per candidate"]
+    for name, rate in rates.items():
+        print(f"{name:<24} {rate:8.3f} candidates/s  ({rate / single:.2f}x one call per candidate)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from nas_jax.pruning.cost import network_cost
 from nas_jax.pruning.search.config import default_config
 from nas_jax.pruning.search.driver import run_search
 from nas_jax.pruning.search.evaluate import CandidateEvaluator, stack_batches
+from nas_jax.pruning.search.latency import LatencyTable, cached_latency_table, measure_latency_table
 from nas_jax.pruning.search.searchers import METHODS
 from nas_jax.pruning.search.setup import make_searcher
 from nas_jax.pruning.search.space import Budget, SearchSpace
@@ -54,9 +55,9 @@ def search_config(**changes):
     return s
 
 
-def search(method, directory, evaluator, params, s=None, budget="flops=0.4", log=None):
+def search(method, directory, evaluator, params, s=None, budget="flops=0.4", log=None, latency=None):
     s = s or search_config()
-    sp = space(budget, s.budget_mode)
+    sp = SearchSpace(TASK.graph, TASK.grid, Budget.parse(budget, s.budget_mode), latency)
     settings = {"method": method, "budget": budget, "seed": s.seed, "search": s.to_dict()}
     best = run_search(sp, evaluator, make_searcher(method, sp, s, TASK, params), str(directory), settings,
                       s.evaluations, s.checkpoint_every, log)
@@ -83,9 +84,11 @@ def test_clamp_fits_and_keeps_what_fits():
 def test_impossible_budget_is_a_clear_error():
     with pytest.raises(ValueError, match="impossible.*smallest configuration"):
         space("flops=0.01")
-    for text in ("flops", "latency=0.5", "flops=1.5", "flops=half"):
+    for text in ("flops", "energy=0.5", "flops=1.5", "flops=half"):
         with pytest.raises(ValueError):
             Budget.parse(text)
+    with pytest.raises(ValueError, match="latency budget needs a latency table"):
+        space("latency=0.5")
 
 
 def test_batched_evaluation_equals_one_at_a_time(params, data, evaluator):
@@ -158,3 +161,53 @@ def test_ppo_search_stays_within_budget(tmp_path, evaluator, params):
     s.rl.algorithm, s.rl.ppo_epochs = "ppo", 2
     _, best = search("rl", tmp_path, evaluator, params, s)
     assert best["flops_ratio"] <= 0.4 and best["evaluations"] == 12
+
+
+@pytest.fixture(scope="module")
+def latency_table():
+    return measure_latency_table(TASK.graph, TASK.grid, batch=2, samples=2, repeats=3)
+
+
+def test_latency_table_covers_every_layer_and_interpolates(latency_table):
+    table = latency_table
+    assert len(table.seconds) == len(TASK.graph.layers)
+    for layer, xs, ys, seconds in zip(TASK.graph.layers, table.in_widths, table.out_widths, table.seconds):
+        assert seconds.shape == (len(xs), len(ys)) and (seconds > 0).all()
+        assert (np.diff(seconds, axis=0) >= 0).all() and (np.diff(seconds, axis=1) >= 0).all()
+        assert ys[-1] == layer.out_channels and xs[-1] == layer.in_channels
+        # at the sampled widths the interpolation returns the table itself
+        grid_in, grid_out = np.meshgrid(xs, ys, indexing="ij")
+        index = TASK.graph.layers.index(layer)
+        c_in = np.zeros((grid_in.size, len(TASK.graph.layers)), np.int64)
+        c_out = np.zeros_like(c_in)
+        c_in[:, index], c_out[:, index] = grid_in.ravel(), grid_out.ravel()
+        np.testing.assert_allclose(table.layer_seconds(c_in, c_out)[:, index], seconds.ravel())
+    sp = SearchSpace(TASK.graph, TASK.grid, Budget.parse("latency=1.0"), table)
+    smallest, full = sp.costs(np.stack([np.zeros(sp.num_groups, np.int64), sp.full_choices()]))["latency"]
+    assert 0 < smallest < full
+
+
+def test_latency_table_is_cached_per_device_and_settings(tmp_path, latency_table):
+    path = str(tmp_path / "latency_table.json")
+    latency_table.save(path)
+    loaded = LatencyTable.load(path)
+    assert loaded.meta == latency_table.meta
+    for a, b in zip(loaded.seconds, latency_table.seconds):
+        np.testing.assert_array_equal(a, b)
+    messages = []
+    reused = cached_latency_table(path, TASK.graph, TASK.grid, batch=2, samples=2, repeats=3, log=messages.append)
+    assert messages == [] and reused.meta == latency_table.meta
+    (tmp_path / "latency_table.json").write_text("{not json")
+    remeasured = cached_latency_table(path, TASK.graph, TASK.grid, batch=1, samples=2, repeats=1,
+                                      log=messages.append)
+    assert "unreadable" in messages[0] and remeasured.meta["batch"] == 1
+    assert LatencyTable.load(path).meta["batch"] == 1
+
+
+def test_latency_budget_search_stays_within_budget(tmp_path, evaluator, params, latency_table):
+    sp, best = search("random", tmp_path, evaluator, params, budget="latency=0.5", latency=latency_table)
+    assert best["latency_ratio"] <= 0.5 + 1e-9
+    assert sp.fits(np.asarray(
+        [[TASK.grid.ratios.index(best["widths"][TASK.graph.groups[g].name]) for g in sp.prunable]])).all()
+    with pytest.raises(ValueError, match="impossible"):
+        SearchSpace(TASK.graph, TASK.grid, Budget.parse("latency=0.001"), latency_table)

@@ -3,8 +3,10 @@
     nas-jax prune search --workdir W --method rl --budget flops=0.5 \\
         [--config experiments/configs/prune_search_digits.py] [--config.search.seed=1]
 
-writes ``W/search/<method>/best.json`` (a widths file for ``nas-jax prune export``),
-``W/search/<method>/state.json`` (the resumable checkpoint) and ``W/search/pareto.png``.
+``--budget latency=0.5`` first times every layer on the current backend (cached in
+``W/search/latency_table.json``). Writes ``W/search/<method>/best.json`` (a widths file
+for ``nas-jax prune export``), ``W/search/<method>/state.json`` (the resumable
+checkpoint) and ``W/search/pareto.png``.
 """
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ from nas_jax.pruning.search.searchers import METHODS
 
 def add_search_parser(sub) -> None:
     """Adds ``search`` to the ``prune`` subcommands ``sub``."""
-    s = sub.add_parser("search", help="search a width configuration under a FLOPs or parameter budget")
+    s = sub.add_parser("search", help="search a width configuration under a FLOPs, parameter or latency budget")
     s.add_argument("--workdir", required=True, help="a `nas-jax prune train` work directory")
     s.add_argument("--method", required=True, choices=METHODS)
-    s.add_argument("--budget", required=True, help="flops=FRACTION or params=FRACTION of the full model")
+    s.add_argument("--budget", required=True,
+                   help="flops=FRACTION, params=FRACTION or latency=FRACTION of the full model "
+                        "(latency: per-layer times measured on this backend first)")
     s.add_argument("--config", help="a config file with a `search` section (default: MetaPruning's settings)")
     s.set_defaults(takes_config_overrides=True, _prune=run_search_command)
 
@@ -39,6 +43,6 @@ def run_search_command(args: argparse.Namespace) -> int:
 
     best = SearchContext(args.workdir, config.search).search(args.method, args.budget, config.search, log=log)
     plot_pareto(os.path.join(args.workdir, "search"), os.path.join(args.workdir, "search", "pareto.png"))
-    print(json.dumps({k: best[k] for k in ("method", "budget", "flops_ratio", "params_ratio", "val_accuracy",
-                                           "evaluations", "wall_s")}))
+    print(json.dumps({k: best[k] for k in ("method", "budget", "flops_ratio", "params_ratio", "latency_ratio",
+                                           "val_accuracy", "evaluations", "wall_s") if k in best}))
     return 0

@@ -12,11 +12,15 @@ def search_section() -> ml_collections.ConfigDict:
     s.seed = 0
     s.budget_mode, s.penalty = "hard", 1.0  # hard: clamp to the budget; penalty: score - penalty * excess
     s.evaluations = 1000  # candidates evaluated per search (MetaPruning: 20 generations x 50)
-    s.chunk = 8  # candidates per vmapped evaluation call
+    s.chunk = 8  # candidates per compiled evaluation call
+    s.vmap_width = 0  # of those, how many run side by side under vmap (0: 1 on the CPU, chunk elsewhere)
     s.checkpoint_every = 2  # iterations
     # held-out data the candidates are ranked on: a split other than the test split, or
     # 'train' with holdout_examples > 0 (its first examples, as MetaPruning's subset of train)
     s.holdout_split, s.holdout_examples = "validation", 0
+    # the layer latency table of a latency budget (nas_jax.pruning.search.latency), measured on
+    # the current backend and cached in WORKDIR/search/latency_table.json
+    s.latency = ml_collections.ConfigDict({"batch": 1, "samples": 3, "repeats": 20, "dtype": "float32"})
     s.random = ml_collections.ConfigDict({"batch": 50})
     s.evolution = ml_collections.ConfigDict(
         {"population": 50, "top_k": 10, "mutations": 25, "mutation_prob": 0.1, "crossovers": 25})

@@ -9,7 +9,8 @@ goes on from its last checkpoint and ends with the same result as an uninterrupt
 
 ``best.json`` is a widths file (``nas_jax.pruning.widths``: ``model``, ``groups``,
 ``channels``, so ``nas-jax prune export --widths`` takes it) plus ``widths`` (the same
-ratios), ``method``, ``budget``, ``seed``, ``flops_ratio``, ``params_ratio``,
+ratios), ``method``, ``budget``, ``seed``, ``flops_ratio``, ``params_ratio`` (and
+``latency_ratio`` when the search has a latency table),
 ``val_accuracy`` (held-out accuracy), ``evaluations`` (candidates scored),
 ``unique_evaluations`` and ``wall_s`` (seconds of searching, summed over resumptions).
 """
@@ -59,11 +60,10 @@ def best_document(space: SearchSpace, history: History, settings: dict, wall_s: 
     graph = space.graph
     widths = {graph.groups[g].name: float(ratios[g]) for g in graph.prunable_groups}
     full = full_channels(graph)
+    ratios = {f"{m}_ratio": float(cost[0] / space.full_cost[m]) for m, cost in space.costs(choices[None]).items()}
     return {"model": graph.model_name, "groups": widths, "widths": widths,
             "channels": {graph.groups[g].name: int(full[g]) for g in graph.prunable_groups},
-            "method": settings["method"], "budget": settings["budget"], "seed": settings["seed"],
-            "flops_ratio": float(history.array("flops_ratio")[index]),
-            "params_ratio": float(history.array("params_ratio")[index]),
+            "method": settings["method"], "budget": settings["budget"], "seed": settings["seed"], **ratios,
             "val_accuracy": float(history.array("accuracy")[index]),
             "evaluations": len(history), "unique_evaluations": len(history.seen()), "wall_s": wall_s}
 

@@ -3,11 +3,18 @@
 For one configuration (``channels`` [num_groups] int): the trained PruningNet generates the
 weights, BatchNorm statistics are recalibrated on the calibration batches (the mean over
 batches of each batch's mean and biased variance, as ``masked.recalibrate``), and the
-masked network is evaluated on the held-out batches. ``CandidateEvaluator`` runs that
-under ``jax.vmap`` over a chunk of configurations: the width masks are data, so one
-compiled program serves every chunk of every search. A chunk is always padded to
-``chunk`` candidates (with copies of its first), so every call has the same shapes and a
+masked network is evaluated on the held-out batches. ``CandidateEvaluator`` runs a chunk
+of configurations in one compiled call: ``jax.lax.map`` over the chunk, ``vmap_width``
+configurations at a time under ``jax.vmap``. The width masks are data, so one compiled
+program serves every chunk of every search. A chunk is always padded to ``chunk``
+candidates (with copies of its first), so every call has the same shapes and a
 candidate's accuracy does not depend on what it was evaluated with.
+
+Why ``vmap_width`` defaults to 1 on the CPU and to the whole chunk elsewhere: every
+configuration has its own generated weights, so vmapping over configurations turns each
+conv into a grouped conv, which XLA's CPU backend runs slower than the same convs one
+after another (``experiments/bench_prune_search_eval.py`` measures both); accelerators
+fill their cores with the wider batch instead.
 
 Data layout: ``calibration`` float32 [num_calibration_batches, B, H, W, 3] (training
 images); ``holdout`` ``{'image': [num_batches, B, H, W, 3], 'label': int32
@@ -47,21 +54,32 @@ def stack_batches(batches: Iterable[Dict[str, np.ndarray]]) -> Dict[str, np.ndar
     return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
+def default_vmap_width(chunk: int) -> int:
+    """1 on the CPU, ``chunk`` on accelerators (see the module doc)."""
+    return 1 if jax.default_backend() == "cpu" else chunk
+
+
 class CandidateEvaluator:
     """``evaluator(channels [K, num_groups]) -> accuracies [K]`` float64, ``chunk``
-    configurations per compiled call (``chunk=1``: one at a time)."""
+    configurations per compiled call (``chunk=1``: one call per configuration), of which
+    ``vmap_width`` run side by side under ``jax.vmap`` (0: ``default_vmap_width``)."""
 
     def __init__(self, task: PruningTask, params, calibration: np.ndarray, holdout: Dict[str, np.ndarray],
-                 chunk: int = 8):
-        if chunk < 1:
-            raise ValueError(f"chunk must be positive, not {chunk}")
+                 chunk: int = 8, vmap_width: int = 0):
+        if chunk < 1 or not 0 <= vmap_width <= chunk:
+            raise ValueError(f"need chunk >= 1 and 0 <= vmap_width <= chunk, not chunk={chunk}, "
+                             f"vmap_width={vmap_width}")
         self.chunk = chunk
+        self.vmap_width = vmap_width or default_vmap_width(chunk)
         self._params = params
         self._calibration = jnp.asarray(calibration)
         self._holdout = {k: jnp.asarray(v) for k, v in holdout.items()}
-        batched = jax.vmap(lambda p, c, cal, hold: configuration_accuracy(task, p, c, cal, hold),
-                           in_axes=(None, 0, None, None))
-        self._run = jax.jit(batched, compiler_options=compiler_options(True))
+
+        def run(p, channels, cal, hold):
+            return jax.lax.map(lambda c: configuration_accuracy(task, p, c, cal, hold), channels,
+                               batch_size=self.vmap_width)
+
+        self._run = jax.jit(run, compiler_options=compiler_options(True))
 
     def __call__(self, channels) -> np.ndarray:
         channels = np.asarray(channels, np.int32)

@@ -12,6 +12,7 @@ import numpy as np
 from nas_jax.pruning.run import calibration_images, restore_params
 from nas_jax.pruning.search.driver import run_search
 from nas_jax.pruning.search.evaluate import CandidateEvaluator, stack_batches
+from nas_jax.pruning.search.latency import cached_latency_table
 from nas_jax.pruning.search.policy import group_states
 from nas_jax.pruning.search.searchers import (METHODS, EvolutionSearcher, RandomSearcher, RLSearcher, Searcher,
                                               UniformSearcher)
@@ -50,8 +51,8 @@ def make_searcher(method: str, space: SearchSpace, search: ml_collections.Config
 
 class SearchContext:
     """What every search on one trained PruningNet shares: its run config, task and
-    parameters, and one compiled ``CandidateEvaluator`` (held-out data and ``chunk`` of
-    the search config it is made with)."""
+    parameters, and one compiled ``CandidateEvaluator`` (held-out data, ``chunk`` and
+    ``vmap_width`` of the search config it is made with)."""
 
     def __init__(self, workdir: str, search: ml_collections.ConfigDict):
         self.workdir = workdir
@@ -59,15 +60,21 @@ class SearchContext:
         train_data = pipeline_from_config(self.config, self.config.train_split)
         self.evaluator = CandidateEvaluator(self.task, self.params,
                                             np.stack(calibration_images(self.config, train_data)),
-                                            holdout_batches(self.config, search), search.chunk)
+                                            holdout_batches(self.config, search), search.chunk,
+                                            search.vmap_width)
 
     def search(self, method: str, budget_text: str, search: ml_collections.ConfigDict, directory: str = "",
                log=None) -> dict:
-        """Runs (or resumes) a ``method`` search under ``budget_text`` (``flops=0.5``);
-        results in ``directory`` (default ``workdir/search/<method>``). Returns
-        ``best.json``'s document."""
+        """Runs (or resumes) a ``method`` search under ``budget_text`` (``flops=0.5``,
+        ``latency=0.5``: the layer latency table is measured first, or reused from
+        ``workdir/search/latency_table.json``); results in ``directory`` (default
+        ``workdir/search/<method>``). Returns ``best.json``'s document."""
         budget = Budget.parse(budget_text, search.budget_mode, search.penalty)
-        space = SearchSpace(self.task.graph, self.task.grid, budget)
+        latency = None
+        if budget.metric == "latency":
+            latency = cached_latency_table(os.path.join(self.workdir, "search", "latency_table.json"),
+                                           self.task.graph, self.task.grid, **search.latency.to_dict())
+        space = SearchSpace(self.task.graph, self.task.grid, budget, latency)
         searcher = make_searcher(method, space, search, self.task, self.params)
         settings = {"method": method, "budget": str(budget), "seed": search.seed, "search": search.to_dict()}
         return run_search(space, self.evaluator, searcher,

@@ -16,7 +16,11 @@ depthwise  H*W*kh*kw * c_out           (kh*kw + 2) * c_out
 dense      c_in * c_out                c_in * c_out + c_out
 =========  ==========================  ===================================
 
-A budget is a fraction of the full model's FLOPs or parameters (``flops=0.5``). ``hard``:
+Latency (``latency.LatencyTable``, measured on the current backend) is the sum of every
+layer's tabulated time at its kept widths; a space has it when it is given a table.
+
+A budget is a fraction of the full model's FLOPs, parameters or latency (``flops=0.5``,
+``latency=0.5``). ``hard``:
 every proposed candidate is clamped, shrinking its widest groups one grid step at a time
 until it fits (AMC's "keep the target reachable"); ``penalty``: candidates are left as
 proposed and a searcher's score is ``accuracy - penalty * max(0, cost / limit - 1)``.
@@ -24,20 +28,21 @@ proposed and a searcher's score is ``accuracy - penalty * max(0, cost / limit - 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
 from nas_jax.pruning.graph import IMAGE, LayerGraph
+from nas_jax.pruning.search.latency import LatencyTable
 from nas_jax.pruning.widths import WidthGrid, full_channels
 
-METRICS = ("flops", "params")
+METRICS = ("flops", "params", "latency")
 MODES = ("hard", "penalty")
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """``fraction`` of the full model's ``metric`` (``flops`` or ``params``)."""
+    """``fraction`` of the full model's ``metric`` (``flops``, ``params`` or ``latency``)."""
     metric: str
     fraction: float
     mode: str = "hard"
@@ -53,14 +58,14 @@ class Budget:
 
     @classmethod
     def parse(cls, text: str, mode: str = "hard", penalty: float = 1.0) -> "Budget":
-        """``'flops=0.5'`` or ``'params=0.25'``."""
+        """``'flops=0.5'``, ``'params=0.25'`` or ``'latency=0.5'``."""
         metric, sep, value = text.partition("=")
         try:
             fraction = float(value)
         except ValueError:
             fraction = None
         if not sep or fraction is None:
-            raise ValueError(f"a budget reads METRIC=FRACTION (flops=0.5, params=0.25), not {text!r}")
+            raise ValueError(f"a budget reads METRIC=FRACTION (flops=0.5, params=0.25, latency=0.5), not {text!r}")
         return cls(metric.strip(), fraction, mode, penalty)
 
     def __str__(self) -> str:
@@ -68,11 +73,19 @@ class Budget:
 
 
 class SearchSpace:
-    """The candidates of ``graph`` on ``grid`` under ``budget``. Raises ``ValueError`` when
-    the budget is below the smallest configuration's cost."""
+    """The candidates of ``graph`` on ``grid`` under ``budget``; ``latency``: the layer
+    latency table (needed by a latency budget). Raises ``ValueError`` when the budget is
+    below the smallest configuration's cost."""
 
-    def __init__(self, graph: LayerGraph, grid: WidthGrid, budget: Budget):
-        self.graph, self.grid, self.budget = graph, grid, budget
+    def __init__(self, graph: LayerGraph, grid: WidthGrid, budget: Budget,
+                 latency: Optional[LatencyTable] = None):
+        if budget.metric == "latency" and latency is None:
+            raise ValueError("a latency budget needs a latency table of the model "
+                             "(nas_jax.pruning.search.latency.cached_latency_table)")
+        if latency is not None and latency.meta.get("full_widths") != [g.channels for g in graph.groups]:
+            raise ValueError(f"the latency table was measured for model {latency.meta.get('model')!r} with "
+                             f"other widths, not for {graph.model_name!r}")
+        self.graph, self.grid, self.budget, self.latency = graph, grid, budget, latency
         self.prunable = np.asarray(graph.prunable_groups, np.int64)
         self.num_groups, self.num_choices = len(self.prunable), len(grid.ratios)
         self._full = full_channels(graph).astype(np.int64)
@@ -89,7 +102,7 @@ class SearchSpace:
 
     def _layer_coefficients(self) -> Dict[str, np.ndarray]:
         """``{metric: [2, num_layers]}`` (quadratic, linear) coefficients."""
-        rows = {m: [] for m in METRICS}
+        rows = {m: [] for m in ("flops", "params")}
         for layer in self.graph.layers:
             taps = layer.kernel[0] * layer.kernel[1]
             positions = layer.out_hw[0] * layer.out_hw[1]
@@ -119,12 +132,16 @@ class SearchSpace:
         return np.maximum(1, np.round(self.ratios(choices) * self._full.astype(np.float32))).astype(np.int64)
 
     def costs(self, choices) -> Dict[str, np.ndarray]:
-        """``{'flops': [K], 'params': [K]}`` float64 exact costs of ``choices`` [K, P]."""
+        """``{'flops': [K], 'params': [K]}`` float64 exact costs of ``choices`` [K, P],
+        and ``'latency'`` [K] predicted seconds when the space has a latency table."""
         channels = self.channels(choices)
         c_out = channels[:, self._out_group]
         c_in = np.where(self._in_group == IMAGE, self._in_fixed, channels[:, np.maximum(self._in_group, 0)])
-        return {m: (c_in * c_out) @ quadratic + c_out @ linear
-                for m, (quadratic, linear) in self._coefficients.items()}
+        costs = {m: (c_in * c_out) @ quadratic + c_out @ linear
+                 for m, (quadratic, linear) in self._coefficients.items()}
+        if self.latency is not None:
+            costs["latency"] = self.latency.total(c_in, c_out)
+        return costs
 
     def cost_ratio(self, choices) -> np.ndarray:
         """[K] the budget metric as a fraction of the full model's."""
