@@ -1,8 +1,9 @@
 """Candidate-evaluation throughput of the width search, same candidates, same data, after
 one warm-up call each (compilation excluded), in one run: ``--chunk`` candidates per
 compiled call side by side under vmap (``vmap_width=chunk``), the same chunk one after
-another inside the call (``lax.map``, ``vmap_width=1``), and one call per candidate
-(``chunk=1``, a Python loop). Prints the three rates and their ratios.
+another inside the call (``vmap_width=1``; ``lax.map`` on accelerators, unrolled on the
+CPU), and one call per candidate (``chunk=1``, a Python loop). Prints the three rates
+and their ratios.
 
     python experiments/bench_prune_search_eval.py --workdir W [--candidates 32 --chunk 8]
 
@@ -51,8 +52,8 @@ def main():
     space = SearchSpace(task.graph, task.grid, Budget.parse("flops=1.0"))
     channels = space.channels(space.random(np.random.default_rng(0), args.candidates))
     rates = {}
-    for name, chunk, width in ((f"vmap, chunk {args.chunk}", args.chunk, args.chunk),
-                               (f"lax.map, chunk {args.chunk}", args.chunk, 1),
+    for name, chunk, width in ((f"chunk {args.chunk}, vmap {args.chunk}", args.chunk, args.chunk),
+                               (f"chunk {args.chunk}, vmap 1", args.chunk, 1),
                                ("one call per candidate", 1, 1)):
         evaluator = CandidateEvaluator(task, params, calibration, holdout, chunk, width)
         rates[name] = candidates_per_second(evaluator, channels)

@@ -1,6 +1,7 @@
 """``nas-jax prune search`` end to end: a PruningNet trained for 2 steps, an evolutionary
 search under a FLOPs budget, its best.json exported by ``nas-jax prune export``, the
-Pareto picture, and the clear error of an impossible budget."""
+Pareto picture, a random search under a latency budget, and the clear error of an
+impossible budget."""
 import json
 
 from nas_jax.cli import main
@@ -28,6 +29,15 @@ def test_search_then_export_best(tmp_path, capsys):
                  "--out", str(tmp_path / "export")]) == 0
     exported = json.loads((tmp_path / "export" / "report.json").read_text())
     assert abs(exported["flops_ratio"] - best["flops_ratio"]) < 1e-9
+    # a latency budget: the layer table is measured once, cached, and the best fits it
+    latency = ["--config.search.latency.batch=16", "--config.search.latency.samples=2",
+               "--config.search.latency.repeats=2"]
+    assert main(["prune", "search", "--workdir", str(workdir), "--method", "random", "--budget", "latency=0.95",
+                 *SEARCH, *latency]) == 0
+    best = json.loads((workdir / "search" / "random" / "best.json").read_text())
+    assert best["latency_ratio"] <= 0.95 and best["budget"] == "latency=0.95"
+    table = json.loads((workdir / "search" / "latency_table.json").read_text())
+    assert table["meta"]["batch"] == 16 and table["meta"]["model"] == "resnet18"
     capsys.readouterr()
     assert main(["prune", "search", "--workdir", str(workdir), "--method", "random", "--budget", "flops=0.001",
                  *SEARCH]) == 2

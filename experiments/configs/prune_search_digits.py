@@ -11,11 +11,10 @@ from nas_jax.pruning.search.config import default_config
 def get_config():
     c = default_config()
     s = c.search
-    # chunk 1: on the CPU, vmapped candidates (each with its own generated weights) run as
-    # grouped convolutions, slower than one at a time, and lax.map over a chunk gains nothing
-    # (experiments/bench_prune_search_eval.py: 0.69x and 0.95x), while a padded chunk costs
-    # its padding; raise it on an accelerator
-    s.evaluations, s.chunk, s.checkpoint_every = 60, 1, 2
+    # chunk: the default, 1 on the CPU (vmapped candidates, each with its own generated
+    # weights, run as grouped convolutions there, slower than one at a time; see
+    # experiments/bench_prune_search_eval.py), 8 on an accelerator
+    s.evaluations, s.checkpoint_every = 60, 2
     s.holdout_split = "validation"
     s.random.batch = 10
     s.evolution.population, s.evolution.top_k = 20, 5

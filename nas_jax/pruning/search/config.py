@@ -12,7 +12,7 @@ def search_section() -> ml_collections.ConfigDict:
     s.seed = 0
     s.budget_mode, s.penalty = "hard", 1.0  # hard: clamp to the budget; penalty: score - penalty * excess
     s.evaluations = 1000  # candidates evaluated per search (MetaPruning: 20 generations x 50)
-    s.chunk = 8  # candidates per compiled evaluation call
+    s.chunk = 0  # candidates per compiled evaluation call (0: 1 on the CPU, 8 elsewhere)
     s.vmap_width = 0  # of those, how many run side by side under vmap (0: 1 on the CPU, chunk elsewhere)
     s.checkpoint_every = 2  # iterations
     # held-out data the candidates are ranked on: a split other than the test split, or

@@ -4,17 +4,18 @@ For one configuration (``channels`` [num_groups] int): the trained PruningNet ge
 weights, BatchNorm statistics are recalibrated on the calibration batches (the mean over
 batches of each batch's mean and biased variance, as ``masked.recalibrate``), and the
 masked network is evaluated on the held-out batches. ``CandidateEvaluator`` runs a chunk
-of configurations in one compiled call: ``jax.lax.map`` over the chunk, ``vmap_width``
-configurations at a time under ``jax.vmap``. The width masks are data, so one compiled
+of configurations in one compiled call, ``vmap_width`` configurations at a time under
+``jax.vmap`` (``jax.lax.map`` over the groups; unrolled on the CPU, see the class). The
+width masks are data, so one compiled
 program serves every chunk of every search. A chunk is always padded to ``chunk``
 candidates (with copies of its first), so every call has the same shapes and a
 candidate's accuracy does not depend on what it was evaluated with.
 
-Why ``vmap_width`` defaults to 1 on the CPU and to the whole chunk elsewhere: every
+Why ``chunk`` and ``vmap_width`` default to 1 on the CPU and to 8 elsewhere: every
 configuration has its own generated weights, so vmapping over configurations turns each
 conv into a grouped conv, which XLA's CPU backend runs slower than the same convs one
-after another (``experiments/bench_prune_search_eval.py`` measures both); accelerators
-fill their cores with the wider batch instead.
+after another, and a chunk brings nothing there (``experiments/bench_prune_search_eval.py``
+measures the modes); accelerators fill their cores with the wider batch instead.
 
 Data layout: ``calibration`` float32 [num_calibration_batches, B, H, W, 3] (training
 images); ``holdout`` ``{'image': [num_batches, B, H, W, 3], 'label': int32
@@ -23,7 +24,7 @@ split; ``mask`` is 0 on padding).
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable
+from typing import Callable, Dict, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -34,18 +35,32 @@ from nas_jax.pruning.task import PruningTask
 from nas_jax.train.step import compiler_options
 
 
-def configuration_accuracy(task: PruningTask, params, channels, calibration, holdout) -> jax.Array:
-    """Scalar top-1 accuracy of kept ``channels`` [num_groups] (see the module doc)."""
+def map_batches(f: Callable, xs, unrolled: bool):
+    """``jax.lax.map(f, xs)``, or the same as straight-line code when ``unrolled`` (see
+    ``CandidateEvaluator``: no loops in programs compiled without the CPU's algebraic
+    simplifier)."""
+    if not unrolled:
+        return jax.lax.map(f, xs)
+    count = jax.tree.leaves(xs)[0].shape[0]
+    outs = [f(jax.tree.map(lambda x: x[i], xs)) for i in range(count)]
+    return jax.tree.map(lambda *o: jnp.stack(o), *outs)
+
+
+def configuration_accuracy(task: PruningTask, params, channels, calibration, holdout,
+                           unrolled: bool = False) -> jax.Array:
+    """Scalar top-1 accuracy of kept ``channels`` [num_groups] (see the module doc);
+    ``unrolled``: the loops over batches as straight-line code."""
     variables = task.generate(params, channels)
-    per_batch = jax.lax.map(
-        lambda images: masked.batch_statistics(task.model, task.graph, variables, channels, images), calibration)
+    per_batch = map_batches(
+        lambda images: masked.batch_statistics(task.model, task.graph, variables, channels, images), calibration,
+        unrolled)
     variables = dict(variables, batch_stats=jax.tree.map(lambda s: s.mean(0), per_batch))
 
     def correct(batch):
         logits = masked.masked_apply(task.model, task.graph, variables, channels, batch["image"], train=False)
         return ((jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]).sum()
 
-    return jax.lax.map(correct, holdout).sum() / holdout["mask"].sum()
+    return map_batches(correct, holdout, unrolled).sum() / holdout["mask"].sum()
 
 
 def stack_batches(batches: Iterable[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
@@ -54,32 +69,44 @@ def stack_batches(batches: Iterable[Dict[str, np.ndarray]]) -> Dict[str, np.ndar
     return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
-def default_vmap_width(chunk: int) -> int:
-    """1 on the CPU, ``chunk`` on accelerators (see the module doc)."""
-    return 1 if jax.default_backend() == "cpu" else chunk
+def default_chunk() -> int:
+    """1 on the CPU, 8 on accelerators (see ``CandidateEvaluator``)."""
+    return 1 if jax.default_backend() == "cpu" else 8
 
 
 class CandidateEvaluator:
     """``evaluator(channels [K, num_groups]) -> accuracies [K]`` float64, ``chunk``
-    configurations per compiled call (``chunk=1``: one call per configuration), of which
-    ``vmap_width`` run side by side under ``jax.vmap`` (0: ``default_vmap_width``)."""
+    configurations per compiled call (0: ``default_chunk``), of which ``vmap_width`` run
+    side by side under ``jax.vmap`` (0: 1 on the CPU, ``chunk`` on accelerators).
+
+    On the CPU the program is compiled without XLA's algebraic simplifier, as the training
+    steps are (``nas_jax.train.step.compiler_options``; twice the speed here), and XLA's
+    CPU backend intermittently crashes (segmentation fault) on loops compiled that way, so
+    there the loops over batches and over the chunk are unrolled into straight-line code:
+    compile time grows with ``chunk``, hence its CPU default of 1."""
 
     def __init__(self, task: PruningTask, params, calibration: np.ndarray, holdout: Dict[str, np.ndarray],
-                 chunk: int = 8, vmap_width: int = 0):
+                 chunk: int = 0, vmap_width: int = 0):
+        chunk = chunk or default_chunk()
         if chunk < 1 or not 0 <= vmap_width <= chunk:
-            raise ValueError(f"need chunk >= 1 and 0 <= vmap_width <= chunk, not chunk={chunk}, "
+            raise ValueError(f"need chunk >= 0 and 0 <= vmap_width <= chunk, not chunk={chunk}, "
                              f"vmap_width={vmap_width}")
+        options = compiler_options(True)
+        unrolled = options is not None
         self.chunk = chunk
-        self.vmap_width = vmap_width or default_vmap_width(chunk)
+        self.vmap_width = vmap_width or (1 if unrolled else chunk)
         self._params = params
         self._calibration = jnp.asarray(calibration)
         self._holdout = {k: jnp.asarray(v) for k, v in holdout.items()}
+        width = self.vmap_width
 
         def run(p, channels, cal, hold):
-            return jax.lax.map(lambda c: configuration_accuracy(task, p, c, cal, hold), channels,
-                               batch_size=self.vmap_width)
+            one = lambda c: configuration_accuracy(task, p, c, cal, hold, unrolled)  # noqa: E731
+            if not unrolled:
+                return jax.lax.map(one, channels, batch_size=width)
+            return jnp.concatenate([jax.vmap(one)(channels[i:i + width]) for i in range(0, chunk, width)])
 
-        self._run = jax.jit(run, compiler_options=compiler_options(True))
+        self._run = jax.jit(run, compiler_options=options)
 
     def __call__(self, channels) -> np.ndarray:
         channels = np.asarray(channels, np.int32)
