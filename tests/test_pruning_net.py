@@ -53,6 +53,24 @@ def test_exported_network_equals_masked_forward(images, params, name, seed):
     assert rel_l2(_masked_eval(task, full_vars, full_channels, images[2]), reference) > 1e-3
 
 
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2"])
+def test_deep_exported_network_equals_masked_forward_in_float64(images, name):
+    """The deepest zoo models: float32 rounding alone accumulates to ~1e-5 over their 50+
+    layers, so both forms run in float64, where any real mismatch would stand out (the
+    logits are cast to float32 at the end, ~6e-8 relative)."""
+    task = PruningTask(ZooSpec(name, 10, 0.125, SIZE), GRID, gcn_features=8, gcn_depth=2, generator_hidden=4)
+    params = jax.jit(task.init)(jax.random.key(0), None)["params"]
+    ratios = sample_ratios(jax.random.key(3), task.graph, GRID)
+    variables, channels = configuration_variables(task, params, ratios, images[:2])
+    model, pruned = export_network(task.spec, task.graph, variables, channels)
+    with jax.enable_x64(True):
+        as64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)  # noqa: E731
+        x = jnp.asarray(images[2], jnp.float64)
+        reference = masked.masked_apply(task.model, task.graph, as64(variables), channels, x, False)
+        exported = model.apply(as64(pruned), x)
+    assert rel_l2(exported, reference) < 1e-6
+
+
 def test_save_and_load_network(tmp_path, images, params):
     task = TASKS["resnet18"]
     variables, channels = configuration_variables(task, params["resnet18"], uniform_ratios(task.graph, 0.5),
@@ -78,7 +96,7 @@ def test_gradients_reach_every_generator_and_the_gcn(images, params):
     assert np.abs(np.asarray(grads["classifier_bias"])).sum() > 0
 
 
-def test_train_then_export_commands(tmp_path):
+def test_train_then_export_commands(tmp_path, capsys):
     workdir, out = tmp_path / "run", tmp_path / "export"
     overrides = ["--config.num_steps=2", "--config.log_every=1", "--config.width=0.125",
                  "--config.pruning.calibration_batches=1", "--config.pruning.gcn_features=8",
@@ -108,6 +126,14 @@ def test_train_then_export_commands(tmp_path):
     assert main(["train", "--config", "experiments/configs/train_digits.py", "--workdir", str(tmp_path / "ft"),
                  f"--config.init_from={out}", "--config.num_steps=2", "--config.batch_size=16"]) == 0
     assert (tmp_path / "ft" / "metrics.jsonl").read_text().strip()
+    # ... and fuses to its deploy form, which records the pruned widths
+    capsys.readouterr()
+    assert main(["fuse", "--workdir", str(tmp_path / "ft")]) == 0
+    fused = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert fused["max_abs_logit_diff"] <= 1e-5 * max(fused["max_abs_logit"], 1.0)
+    assert fused["accuracy_deploy"] == fused["accuracy_trained"]
+    deploy = json.loads((tmp_path / "ft" / "deploy.json").read_text())
+    assert dict(map(tuple, deploy["widths"])) == dict(load_network(out)[1].widths)
     save_widths(tmp_path / "bad.json", ZooSpec("mobilenet_v1", 10, 0.125, SIZE).graph(),
                 uniform_ratios(ZooSpec("mobilenet_v1", 10, 0.125, SIZE).graph(), 0.5))
     assert main(["prune", "export", "--workdir", str(workdir), "--widths", str(tmp_path / "bad.json"),

@@ -1,6 +1,6 @@
 """``nas-jax fuse --workdir W``: fuse a trained run into its deploy network, write it to
 ``W/deploy`` (orbax, ``{'params'}`` of ``block='deploy'``, plus ``deploy.json`` with the
-model settings), and check it against the trained model on one validation batch."""
+model settings, and a pruned network's per-layer ``widths``), and check it against the trained model on one validation batch."""
 from __future__ import annotations
 
 import json
@@ -44,12 +44,14 @@ def run(args) -> int:
         checkpointer.save(out_dir, deploy_variables, force=True)
     with open(os.path.join(args.workdir, "deploy.json"), "w") as f:
         json.dump({"model": config.model, "block": "deploy", "width": config.width,
-                   "num_classes": eval_data.num_classes, "dtype": config.dtype, "step": int(state.step)}, f)
+                   "num_classes": eval_data.num_classes, "dtype": config.dtype, "step": int(state.step),
+                   "widths": [list(w) for w in task.model.widths]}, f)  # a pruned network's layer widths
 
     def accuracy(logits):
         return float(np.mean(logits[real].argmax(-1) == batch["label"][real]))
 
     print(json.dumps({"deploy_dir": out_dir, "examples": int(real.sum()),
                       "max_abs_logit_diff": float(np.abs(trained[real] - deployed[real]).max()),
+                      "max_abs_logit": float(np.abs(trained[real]).max()),
                       "accuracy_trained": accuracy(trained), "accuracy_deploy": accuracy(deployed)}))
     return 0
