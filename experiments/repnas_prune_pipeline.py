@@ -40,6 +40,7 @@ from nas_jax.pruning.run import export_from_workdir, load_run_config  # noqa: E4
 from nas_jax.pruning.search.setup import SearchContext  # noqa: E402
 from nas_jax.pruning.zoo import ZooSpec  # noqa: E402
 from nas_jax.train.config import apply_overrides, load_config  # noqa: E402
+from nas_jax.train.loop import pipeline_from_config  # noqa: E402
 
 SAME_KEYS = ("model", "width", "dataset", "image_size")
 
@@ -53,6 +54,9 @@ def check_stages(config):
     repnas = apply_overrides(load_config(repo_path(config.repnas_config)), config.repnas_overrides)
     prune = load_run_config(repo_path(config.prune_config), config.prune_overrides)
     differ = {k: (repnas.get(k), prune.get(k)) for k in SAME_KEYS if repnas.get(k) != prune.get(k)}
+    shapes = [tuple(pipeline_from_config(c, c.train_split).image_shape) for c in (repnas, prune)]
+    if shapes[0] == shapes[1]:  # image_size 0 is the dataset's own size
+        differ.pop("image_size", None)
     if differ:
         raise ValueError(f"the RepNAS and pruning configs must prune the searched network: they differ in {differ}")
     return repnas, prune
