@@ -21,7 +21,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 from nas_jax.train import ClassificationTask, default_config, train
 from nas_jax.train.loop import model_from_config, pipeline_from_config

@@ -11,12 +11,13 @@ markdown table and the ratios, and writes it to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import jax
 import numpy as np
+
+from results_io import write_results
 
 from nas_jax.models import create_model
 from nas_jax.repnas.layers import find_searchable_layers
@@ -91,13 +92,7 @@ def main() -> None:
     lines += ["", f"- search step time, cond / dense: {cond['step_ms'] / dense['step_ms']:.2f}",
               f"- search step time, cond / DBB: {cond['step_ms'] / dbb['step_ms']:.2f}",
               f"- search step time, dense / DBB: {dense['step_ms'] / dbb['step_ms']:.2f}"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump({"args": vars(args), "device": device, "rows": rows}, f, indent=2)
+    write_results(args.out, "\n".join(lines) + "\n", {"args": vars(args), "device": device, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from results_io import write_results
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "experiments", "configs")
 RESULTS = os.path.join(REPO, "experiments", "results")
@@ -110,13 +112,7 @@ def main() -> None:
               f"{max(r['fused_vs_supernet_max_abs_logit_diff'] for r in runs[f'RepNAS ({args.kept_ratio})']):.1e}.",
               "Wall-clock is the whole command (data, compilation, training, evaluation; RepNAS also fusion and "
               "report) on a shared 2-core CPU; a persistent XLA cache makes later seeds compile less."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump({"seeds": args.seeds, "settings": settings, "runs": runs}, f, indent=2)
+    write_results(args.out, "\n".join(lines) + "\n", {"seeds": args.seeds, "settings": settings, "runs": runs})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Callable, Iterator, Tuple
+from typing import Iterator, Tuple
 
 import grain
 import numpy as np

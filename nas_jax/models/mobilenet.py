@@ -1,7 +1,7 @@
 """MobileNetV1 as in the official DBB code, and MobileNetV2 (the pruning papers' backbone)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Optional
 
 import flax.linen as nn
 

@@ -2,11 +2,11 @@
 ``features_0`` .. ``features_N`` (the first of each stage with stride 2), then ``linear``."""
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from typing import Sequence
 
 import flax.linen as nn
 
-from nas_jax.models.layers import BlockSpec, ZooModel, classify, conv_block
+from nas_jax.models.layers import ZooModel, classify, conv_block
 
 REPVGG_CONFIGS = {  # name: (blocks per stage, width multipliers per stage)
     "a0": ((2, 4, 14, 1), (0.75, 0.75, 0.75, 2.5)),

@@ -2,7 +2,7 @@
 ``stage{1..4}_{i}`` blocks, a ``linear`` classifier)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import flax.linen as nn
 

@@ -10,7 +10,7 @@ returns the ``(kernel [K, K, in/g, out], bias [out])`` of the equivalent deploy 
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
