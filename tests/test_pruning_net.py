@@ -138,3 +138,73 @@ def test_train_then_export_commands(tmp_path, capsys):
                 uniform_ratios(ZooSpec("mobilenet_v1", 10, 0.125, SIZE).graph(), 0.5))
     assert main(["prune", "export", "--workdir", str(workdir), "--widths", str(tmp_path / "bad.json"),
                  "--out", str(out)]) == 2
+
+
+def cross_entropies(logits, labels):
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1)[:, 0]
+
+
+def test_configurations_per_step_give_each_part_of_the_batch_its_own_configuration(images, params):
+    """In float64, so that the vmapped (grouped) and the separate convolutions agree to
+    rounding (train-mode BatchNorm over 4 images amplifies float32 summation order); the
+    zoo's logits come out as float32."""
+    base = TASKS["resnet18"]
+    task = PruningTask(base.spec, GRID, gcn_features=8, gcn_depth=2, generator_hidden=4, configurations_per_step=2)
+    rng = jax.random.key(11)
+    with jax.enable_x64(True):
+        ratios = [sample_ratios(k, task.graph, GRID) for k in jax.random.split(rng, 2)]
+        assert not np.array_equal(ratios[0], ratios[1])
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params["resnet18"])
+        batch = {"image": jnp.asarray(images[0], jnp.float64), "label": jnp.arange(8) % 10}
+        loss, (logits, _, _) = task.loss(p64, {}, {}, batch, rng, True)
+        halves = batch["image"].reshape(2, 4, *images.shape[2:])
+        parts = jnp.concatenate([task.masked_logits(p64, r, x) for r, x in zip(ratios, halves)])
+        np.testing.assert_allclose(logits, parts, rtol=1e-9, atol=1e-9)
+        # the zoo casts logits to float32: the losses agree to float32 rounding
+        np.testing.assert_allclose(loss, cross_entropies(parts, batch["label"]).mean(), rtol=1e-6)
+        # one configuration per step is the single-configuration task: the step's key draws it
+        single_loss, _ = base.loss(p64, {}, {}, batch, rng, True)
+        single = base.masked_logits(p64, sample_ratios(rng, base.graph, GRID), batch["image"])
+        np.testing.assert_allclose(single_loss, cross_entropies(single, batch["label"]).mean(), rtol=1e-6)
+    with pytest.raises(ValueError, match="does not split into configurations_per_step=3"):
+        PruningTask(base.spec, GRID, gcn_features=8, generator_hidden=4, configurations_per_step=3).loss(
+            params["resnet18"], {}, {}, {"image": images[0], "label": jnp.arange(8) % 10}, rng, True)
+
+
+def test_one_configuration_per_device_shard_equals_the_unsharded_loss(images, params):
+    """8 configurations on the 8 devices' shards of a batch of 16 (float64, as above)."""
+    from nas_jax.train.step import create_mesh, data_sharding
+    task = PruningTask(TASKS["resnet18"].spec, GRID, gcn_features=8, gcn_depth=2, generator_hidden=4,
+                       configurations_per_step=8)
+    mesh = create_mesh()
+    assert mesh.size == 8
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params["resnet18"])
+        batch = {"image": jnp.asarray(jnp.concatenate([images[0], images[1]]), jnp.float64),
+                 "label": jnp.arange(16) % 10}
+        def loss_of(p, b):
+            loss, (logits, _, _) = task.loss(p, {}, {}, b, jax.random.key(2), True)
+            return loss, logits
+
+        sharded_loss, sharded_logits = jax.jit(loss_of)(p64, jax.device_put(batch, data_sharding(mesh)))
+        loss, logits = jax.jit(loss_of)(p64, batch)
+    np.testing.assert_allclose(sharded_logits, logits, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(sharded_loss, loss, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name,model", [("prune_imagenet_mobilenet_v2.py", "mobilenet_v2"),
+                                        ("prune_imagenet_mobilenet_v1.py", "mobilenet_v1"),
+                                        ("prune_imagenet_resnet50.py", "resnet50")])
+def test_imagenet_pruning_configs_build_their_task_on_mock_data(name, model):
+    import tensorflow_datasets as tfds
+
+    from nas_jax.pruning.run import load_run_config, pruning_task
+    overrides = ["--config.data_dir=/nonexistent", "--config.num_workers=0", "--config.width=0.125",
+                 "--config.image_size=32"]
+    with tfds.testing.mock_data(num_examples=16):
+        config = load_run_config(f"experiments/configs/{name}", overrides)
+        task = pruning_task(config)
+        assert config.model == task.spec.name == model and task.spec.num_classes == 1000
+        assert len(task.grid.ratios) == 31 and task.configurations_per_step == 8
+        with pytest.raises(ValueError, match="batch_size 100 does not split"):
+            pruning_task(load_run_config(f"experiments/configs/{name}", overrides + ["--config.batch_size=100"]))

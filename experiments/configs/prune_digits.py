@@ -20,5 +20,8 @@ def get_config():
     c.pruning.grid_start, c.pruning.grid_stop, c.pruning.grid_step = 0.1, 1.0, 0.05
     c.pruning.gcn_features, c.pruning.gcn_depth, c.pruning.generator_hidden = 32, 2, 32
     c.pruning.calibration_batches = 10
+    # configurations drawn per step, each on its own part of the batch (set it to the number
+    # of devices on a pod: one configuration per device shard; on the CPU 1 is fastest)
+    c.pruning.configurations_per_step = 1
     c.pruning.report_widths = (0.25, 0.5, 0.75, 1.0)
     return c

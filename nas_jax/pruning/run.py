@@ -38,7 +38,11 @@ def pruning_task(config) -> PruningTask:
     num_classes = pipeline_from_config(config, config.train_split).num_classes
     spec = ZooSpec(config.model, num_classes, config.width, config.image_size or 32)
     grid = WidthGrid.arange(p.grid_start, p.grid_stop, p.grid_step)
-    return PruningTask(spec, grid, p.gcn_features, p.gcn_depth, p.generator_hidden, config.label_smoothing)
+    parts = p.get("configurations_per_step", 1)
+    if config.batch_size % parts:
+        raise ValueError(f"batch_size {config.batch_size} does not split into pruning.configurations_per_step="
+                         f"{parts} equal parts; choose a batch size divisible by it")
+    return PruningTask(spec, grid, p.gcn_features, p.gcn_depth, p.generator_hidden, config.label_smoothing, parts)
 
 
 def calibration_images(config, train_data) -> List[np.ndarray]:
