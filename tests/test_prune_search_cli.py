@@ -11,7 +11,7 @@ TRAIN = ["--config.num_steps=2", "--config.width=0.125", "--config.pruning.calib
          "--config.pruning.report_widths=(1.0,)", "--config.batch_size=16", "--config.pruning.grid_start=0.25",
          "--config.pruning.grid_step=0.25"]
 SEARCH = ["--config", "experiments/configs/prune_search_digits.py", "--config.search.evaluations=8",
-          "--config.search.chunk=4", "--config.search.evolution.population=4", "--config.search.evolution.top_k=2",
+          "--config.search.evolution.population=4", "--config.search.evolution.top_k=2",
           "--config.search.evolution.mutations=2", "--config.search.evolution.crossovers=2"]
 
 

@@ -66,8 +66,9 @@ def test_deep_exported_network_equals_masked_forward_in_float64(images, name):
     with jax.enable_x64(True):
         as64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)  # noqa: E731
         x = jnp.asarray(images[2], jnp.float64)
-        reference = masked.masked_apply(task.model, task.graph, as64(variables), channels, x, False)
-        exported = model.apply(as64(pruned), x)
+        reference = jax.jit(lambda v, c, x: masked.masked_apply(task.model, task.graph, v, c, x, False))(
+            as64(variables), channels, x)
+        exported = jax.jit(model.apply)(as64(pruned), x)
     assert rel_l2(exported, reference) < 1e-6
 
 
@@ -156,15 +157,16 @@ def test_configurations_per_step_give_each_part_of_the_batch_its_own_configurati
         assert not np.array_equal(ratios[0], ratios[1])
         p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params["resnet18"])
         batch = {"image": jnp.asarray(images[0], jnp.float64), "label": jnp.arange(8) % 10}
-        loss, (logits, _, _) = task.loss(p64, {}, {}, batch, rng, True)
+        loss, (logits, _, _) = jax.jit(lambda p, b: task.loss(p, {}, {}, b, rng, True))(p64, batch)
         halves = batch["image"].reshape(2, 4, *images.shape[2:])
-        parts = jnp.concatenate([task.masked_logits(p64, r, x) for r, x in zip(ratios, halves)])
+        masked_logits = jax.jit(task.masked_logits)
+        parts = jnp.concatenate([masked_logits(p64, r, x) for r, x in zip(ratios, halves)])
         np.testing.assert_allclose(logits, parts, rtol=1e-9, atol=1e-9)
         # the zoo casts logits to float32: the losses agree to float32 rounding
         np.testing.assert_allclose(loss, cross_entropies(parts, batch["label"]).mean(), rtol=1e-6)
         # one configuration per step is the single-configuration task: the step's key draws it
-        single_loss, _ = base.loss(p64, {}, {}, batch, rng, True)
-        single = base.masked_logits(p64, sample_ratios(rng, base.graph, GRID), batch["image"])
+        single_loss, _ = jax.jit(lambda p, b: base.loss(p, {}, {}, b, rng, True))(p64, batch)
+        single = masked_logits(p64, sample_ratios(rng, base.graph, GRID), batch["image"])
         np.testing.assert_allclose(single_loss, cross_entropies(single, batch["label"]).mean(), rtol=1e-6)
     with pytest.raises(ValueError, match="does not split into configurations_per_step=3"):
         PruningTask(base.spec, GRID, gcn_features=8, generator_hidden=4, configurations_per_step=3).loss(
