@@ -21,7 +21,8 @@ from nas_jax.pruning.widths import WidthGrid
 from nas_jax.pruning.zoo import ZooSpec
 from nas_jax.train.config import default_config
 from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import create_mesh, create_train_state, jit_train_step, shard_batch, train_step_fn
+from nas_jax.train.step import (compiler_options, create_mesh, create_train_state, jit_train_step, shard_batch,
+                                train_step_fn)
 from nas_jax.train.task import ClassificationTask
 
 
@@ -30,7 +31,7 @@ def images_per_second(task, batch, steps: int, warmup: int) -> float:
     config = default_config()
     tx, _ = create_optimizer(config, steps + warmup)
     state = create_train_state(task, tx, 0, batch, mesh)
-    step = jit_train_step(train_step_fn(task, tx), mesh)
+    step = jit_train_step(train_step_fn(task, tx), mesh, compiler_options(config.cpu_skip_algsimp))  # as the loop
     sharded, rng = shard_batch(batch, mesh), jax.random.PRNGKey(1)
     for _ in range(warmup):
         state, metrics = step(state, sharded, rng)
