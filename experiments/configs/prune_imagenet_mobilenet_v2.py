@@ -12,8 +12,7 @@ momentum 0.9, cosine, wd 4e-5, grad clip 5, one width configuration per device s
     nas-jax prune search --workdir W --method rl --budget flops=0.5 \\
         --config experiments/configs/prune_search_imagenet.py
 """
-import ml_collections
-
+from nas_jax.pruning.config import pruning_section
 from nas_jax.train.config import default_config
 
 MODEL = "mobilenet_v2"
@@ -27,10 +26,6 @@ def get_config():
     c.num_epochs = 32.0
     c.learning_rate, c.weight_decay, c.warmup_steps, c.grad_clip_norm = 0.1, 4e-5, 2500, 5.0
     c.log_every, c.eval_every, c.checkpoint_every, c.max_to_keep = 100, 5004, 2500, 3
-    c.pruning = ml_collections.ConfigDict()
-    c.pruning.grid_start, c.pruning.grid_stop, c.pruning.grid_step = 0.1, 1.0, 0.03
-    c.pruning.gcn_features, c.pruning.gcn_depth, c.pruning.generator_hidden = 64, 2, 64
-    c.pruning.calibration_batches = 100
-    c.pruning.configurations_per_step = 8
-    c.pruning.report_widths = (0.25, 0.5, 0.75, 1.0)
+    c.pruning = pruning_section(grid_step=0.03, gcn_features=64, generator_hidden=64, calibration_batches=100,
+                                configurations_per_step=8)
     return c

@@ -3,16 +3,12 @@
 
     nas-jax prune train --config experiments/configs/prune_imagenet_resnet50.py --workdir W --config.data_dir=D
 """
-import importlib.util
 import os
 
-_spec = importlib.util.spec_from_file_location(
-    "_prune_imagenet_mobilenet_v2", os.path.join(os.path.dirname(__file__), "prune_imagenet_mobilenet_v2.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from nas_jax.train.config import load_config
 
 
 def get_config():
-    c = _base.get_config()
+    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "prune_imagenet_mobilenet_v2.py"))
     c.model, c.weight_decay = "resnet50", 1e-4
     return c
