@@ -28,15 +28,9 @@ from nas_jax.pruning.search.history import History
 from nas_jax.pruning.search.searchers import Searcher
 from nas_jax.pruning.search.space import SearchSpace
 from nas_jax.pruning.widths import full_channels
+from nas_jax.train.observe import write_json_atomic
 
 STATE_FILE, BEST_FILE = "state.json", "best.json"
-
-
-def _write_json(path: str, doc: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
 
 
 def _restore(directory: str, settings: dict, searcher: Searcher, num_groups: int):
@@ -60,10 +54,11 @@ def best_document(space: SearchSpace, history: History, settings: dict, wall_s: 
     graph = space.graph
     widths = {graph.groups[g].name: float(ratios[g]) for g in graph.prunable_groups}
     full = full_channels(graph)
-    ratios = {f"{m}_ratio": float(cost[0] / space.full_cost[m]) for m, cost in space.costs(choices[None]).items()}
+    cost_ratios = {f"{m}_ratio": float(cost[0] / space.full_cost[m])
+                   for m, cost in space.costs(choices[None]).items()}
     return {"model": graph.model_name, "groups": widths, "widths": widths,
             "channels": {graph.groups[g].name: int(full[g]) for g in graph.prunable_groups},
-            "method": settings["method"], "budget": settings["budget"], "seed": settings["seed"], **ratios,
+            "method": settings["method"], "budget": settings["budget"], "seed": settings["seed"], **cost_ratios,
             "val_accuracy": float(history.array("accuracy")[index]),
             "evaluations": len(history), "unique_evaluations": len(history.seen()), "wall_s": wall_s}
 
@@ -79,7 +74,7 @@ def run_search(space: SearchSpace, evaluator: CandidateEvaluator, searcher: Sear
     cache = dict(zip(map(tuple, history.array("choices")), history.array("accuracy")))
 
     def save():
-        _write_json(os.path.join(directory, STATE_FILE),
+        write_json_atomic(os.path.join(directory, STATE_FILE),
                     {"settings": settings, "iteration": iteration, "wall_s": wall_s,
                      "history": history.to_json(), "searcher": searcher.state_json()})
 
@@ -107,5 +102,5 @@ def run_search(space: SearchSpace, evaluator: CandidateEvaluator, searcher: Sear
             log(iteration, history)
     save()
     best = best_document(space, history, settings, wall_s)
-    _write_json(os.path.join(directory, BEST_FILE), best)
+    write_json_atomic(os.path.join(directory, BEST_FILE), best)
     return best

@@ -24,7 +24,7 @@ split; ``mask`` is 0 on padding).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable
+from typing import Callable, Dict, Iterable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,15 +35,19 @@ from nas_jax.pruning.task import PruningTask
 from nas_jax.train.step import compiler_options
 
 
-def map_batches(f: Callable, xs, unrolled: bool):
-    """``jax.lax.map(f, xs)``, or the same as straight-line code when ``unrolled`` (see
-    ``CandidateEvaluator``: no loops in programs compiled without the CPU's algebraic
-    simplifier)."""
+def map_batches(f: Callable, xs, unrolled: bool, batch_size: Optional[int] = None):
+    """``jax.lax.map(f, xs, batch_size=batch_size)``, or the same as straight-line code when
+    ``unrolled`` (see ``CandidateEvaluator``: no loops in programs compiled without the
+    CPU's algebraic simplifier): ``f`` on every row, or with ``batch_size``, ``f`` vmapped
+    over that many rows at a time."""
     if not unrolled:
-        return jax.lax.map(f, xs)
+        return jax.lax.map(f, xs, batch_size=batch_size)
     count = jax.tree.leaves(xs)[0].shape[0]
-    outs = [f(jax.tree.map(lambda x: x[i], xs)) for i in range(count)]
-    return jax.tree.map(lambda *o: jnp.stack(o), *outs)
+    if batch_size is None:
+        outs = [f(jax.tree.map(lambda x: x[i], xs)) for i in range(count)]
+        return jax.tree.map(lambda *o: jnp.stack(o), *outs)
+    outs = [jax.vmap(f)(jax.tree.map(lambda x: x[i:i + batch_size], xs)) for i in range(0, count, batch_size)]
+    return jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
 
 
 def configuration_accuracy(task: PruningTask, params, channels, calibration, holdout,
@@ -98,13 +102,10 @@ class CandidateEvaluator:
         self._params = params
         self._calibration = jnp.asarray(calibration)
         self._holdout = {k: jnp.asarray(v) for k, v in holdout.items()}
-        width = self.vmap_width
 
         def run(p, channels, cal, hold):
-            one = lambda c: configuration_accuracy(task, p, c, cal, hold, unrolled)  # noqa: E731
-            if not unrolled:
-                return jax.lax.map(one, channels, batch_size=width)
-            return jnp.concatenate([jax.vmap(one)(channels[i:i + width]) for i in range(0, chunk, width)])
+            return map_batches(lambda c: configuration_accuracy(task, p, c, cal, hold, unrolled), channels, unrolled,
+                               self.vmap_width)
 
         self._run = jax.jit(run, compiler_options=options)
 

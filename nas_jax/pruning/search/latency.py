@@ -24,6 +24,7 @@ rather than use a table of another machine or model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -35,6 +36,7 @@ import numpy as np
 
 from nas_jax.pruning.graph import IMAGE, Layer, LayerGraph
 from nas_jax.pruning.widths import WidthGrid, full_channels
+from nas_jax.train.observe import write_json_atomic
 from nas_jax.train.step import compiler_options
 
 
@@ -48,14 +50,19 @@ class LatencyTable:
     seconds: List[np.ndarray]
     meta: Dict[str, object]
 
+    @functools.cached_property
+    def _padded(self) -> List[np.ndarray]:
+        """``seconds`` with the last row and column repeated once: the neighbour of the last
+        sampled width (and of a fixed width's single entry) is itself."""
+        return [np.pad(table, ((0, 1), (0, 1)), mode="edge") for table in self.seconds]
+
     def layer_seconds(self, c_in: np.ndarray, c_out: np.ndarray) -> np.ndarray:
         """[K, num_layers] seconds at kept widths ``c_in``, ``c_out`` [K, num_layers]:
         bilinear between the sampled widths, constant beyond them."""
         out = np.empty(np.shape(c_in), np.float64)
-        for layer, (xs, ys, table) in enumerate(zip(self.in_widths, self.out_widths, self.seconds)):
+        for layer, (xs, ys, table) in enumerate(zip(self.in_widths, self.out_widths, self._padded)):
             i, s = _bracket(xs, c_in[:, layer])
             j, t = _bracket(ys, c_out[:, layer])
-            table = np.pad(table, ((0, 1), (0, 1)), mode="edge")  # a fixed width's single entry is its own neighbour
             out[:, layer] = ((1 - s) * (1 - t) * table[i, j] + s * (1 - t) * table[i + 1, j]
                              + (1 - s) * t * table[i, j + 1] + s * t * table[i + 1, j + 1])
         return out
@@ -65,13 +72,9 @@ class LatencyTable:
         return self.layer_seconds(c_in, c_out).sum(axis=1)
 
     def save(self, path: str) -> None:
-        doc = {"meta": self.meta, "layers": [
+        write_json_atomic(path, {"meta": self.meta, "layers": [
             {"in_widths": xs, "out_widths": ys, "seconds": np.asarray(t).tolist()}
-            for xs, ys, t in zip(self.in_widths, self.out_widths, self.seconds)]}
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
+            for xs, ys, t in zip(self.in_widths, self.out_widths, self.seconds)]}, indent=1)
 
     @classmethod
     def load(cls, path: str) -> "LatencyTable":
@@ -117,6 +120,13 @@ def _median_seconds(fn: Callable, args, repeats: int) -> float:
     return float(np.median(times))
 
 
+def _signature(layer: Layer, c_in: int, c_out: int) -> tuple:
+    """What a layer's time depends on; a depthwise conv's input width is its output width."""
+    if layer.kind == "depthwise":
+        c_in = c_out
+    return (layer.kind, layer.kernel, layer.stride, layer.out_hw, c_in, c_out)
+
+
 def _layer_fn(layer: Layer, c_in: int, c_out: int, batch: int, dtype) -> Tuple[Callable, tuple]:
     """A compiled inference of ``layer`` at kept widths and its arguments."""
     key = jax.random.key(0)
@@ -153,12 +163,8 @@ def measure_latency_table(graph: LayerGraph, grid: WidthGrid, batch: int = 1, sa
         ins = outs if layer.kind == "depthwise" else (
             [layer.in_channels] if group_in == IMAGE else width_options[group_in])
         plan.append((index, ins, outs))
-    shapes = {}
-    for index, ins, outs in plan:
-        layer = graph.layers[index]
-        for c_in in ins:
-            for c_out in ([c_in] if layer.kind == "depthwise" else outs):
-                shapes[(layer.kind, layer.kernel, layer.stride, layer.out_hw, c_in, c_out)] = layer
+    shapes = {_signature(graph.layers[index], c_in, c_out): graph.layers[index]
+              for index, ins, outs in plan for c_in in ins for c_out in outs}
     noop = jax.jit(lambda x: x)
     measured: Dict[tuple, float] = {}
     for done, (signature, layer) in enumerate(shapes.items(), 1):
@@ -169,12 +175,8 @@ def measure_latency_table(graph: LayerGraph, grid: WidthGrid, batch: int = 1, sa
             progress(done, len(shapes))
     seconds = []
     for index, ins, outs in plan:
-        layer = graph.layers[index]
-        table = np.asarray([[measured[(layer.kind, layer.kernel, layer.stride, layer.out_hw, c_in,
-                                       c_in if layer.kind == "depthwise" else c_out)]
-                             for c_out in outs] for c_in in ins], np.float64)
-        if layer.kind == "depthwise":  # depends on the (shared) width only: index by the output width
-            table = np.repeat(np.diag(table)[None], len(ins), axis=0)
+        table = np.asarray([[measured[_signature(graph.layers[index], c_in, c_out)] for c_out in outs]
+                            for c_in in ins], np.float64)
         seconds.append(np.maximum.accumulate(np.maximum.accumulate(table, axis=0), axis=1))
     return LatencyTable([p[1] for p in plan], [p[2] for p in plan], seconds,
                         _meta(graph, grid, batch, samples, repeats, dtype))
