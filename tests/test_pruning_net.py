@@ -11,6 +11,7 @@ from hypothesis import Phase, given, settings, strategies as st
 from nas_jax.cli import main
 from nas_jax.pruning import masked
 from nas_jax.pruning.export import export_network, load_network, save_network
+from nas_jax.pruning.pruningnet import expand
 from nas_jax.pruning.task import PruningTask, configuration_variables
 from nas_jax.pruning.widths import WidthGrid, sample_ratios, save_widths, uniform_ratios
 from nas_jax.pruning.zoo import ZooSpec
@@ -95,6 +96,26 @@ def test_gradients_reach_every_generator_and_the_gcn(images, params):
     for layer in grads["aggregator"].values():
         assert np.abs(np.asarray(layer["kernel"])).sum() > 0
     assert np.abs(np.asarray(grads["classifier_bias"])).sum() > 0
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 300), st.integers(0, 4), st.integers(0, 2**31 - 1))
+def test_expand_has_the_gradients_of_the_plain_product(hidden, size, configurations, seed):
+    """``expand``'s hand-written backward against autodiff of ``h @ kernel``, in float64,
+    for one hidden vector and (vmapped, the kernel shared) for ``configurations`` of them."""
+    with jax.enable_x64(True):
+        k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+        batch = (configurations,) if configurations else ()
+        h = jax.random.normal(k1, batch + (hidden,), jnp.float64)
+        kernel = jax.random.normal(k2, (hidden, size), jnp.float64)
+        cotangent = jax.random.normal(k3, batch + (size,), jnp.float64)
+        apply = (lambda f: jax.vmap(f, (0, None))) if configurations else (lambda f: f)
+        objective = lambda f: lambda h, w: jnp.sum(apply(f)(h, w) * cotangent)  # noqa: E731
+        ours = jax.grad(objective(expand), (0, 1))(h, kernel)
+        plain = jax.grad(objective(lambda h, w: h @ w), (0, 1))(h, kernel)
+        np.testing.assert_allclose(apply(expand)(h, kernel), apply(lambda h, w: h @ w)(h, kernel), rtol=1e-12)
+        for a, b in zip(ours, plain):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_train_then_export_commands(tmp_path, capsys):

@@ -76,12 +76,38 @@ class GraphAggregator(nn.Module):
         return graph.nodes
 
 
+@jax.custom_vjp
+def expand(hidden: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``hidden`` [h] @ ``kernel`` [h, size] -> [size]: a generator's output layer.
+
+    Same value and gradients as the plain product; only the kernel's gradient is spelled
+    as the broadcast product ``hidden[:, None] * g[None, :]`` instead of an outer-product
+    dot. The kernels hold ``h`` times the network's parameters, so the step is bound by
+    memory traffic over them; XLA fuses the elementwise form into the optimiser's update,
+    where the dot's result is written out and read back. On the CPU, where the steps
+    compile without the algebraic simplifier that would rewrite the dot, this halves the
+    generators' share of the step (``experiments/bench_pruning.py``)."""
+    return hidden @ kernel
+
+
+def _expand_forward(hidden, kernel):
+    return hidden @ kernel, (hidden, kernel)
+
+
+def _expand_backward(residuals, g):
+    hidden, kernel = residuals
+    return kernel @ g, hidden[:, None] * g[None, :]
+
+
+expand.defvjp(_expand_forward, _expand_backward)
+
+
 class WeightGenerators(nn.Module):
     """One two-layer FC generator per node: node ``i``'s embedding goes through its own
     ``hidden_kernel[i]`` [F, hidden] (+ bias, ReLU; batched over nodes as one einsum) and
     its own ``out_kernel_<i>`` [hidden, prod(shapes[i])] (+ ``out_bias_<i>``), reshaped to
     ``shapes[i]`` and scaled by ``scales[i]``. The output layers are separate parameters,
-    so each layer's gradient is a plain outer product (no gather or scatter).
+    so each layer's gradient is a plain outer product (no gather or scatter; see ``expand``).
 
     [num_nodes, F] embeddings -> a list of num_nodes weights."""
     shapes: Tuple[Tuple[int, ...], ...]
@@ -98,7 +124,7 @@ class WeightGenerators(nn.Module):
         for i, (shape, scale) in enumerate(zip(self.shapes, self.scales)):
             w2 = self.param(f"out_kernel_{i}", nn.initializers.lecun_normal(), (self.hidden, math.prod(shape)))
             b2 = self.param(f"out_bias_{i}", nn.initializers.zeros, (math.prod(shape),))
-            weights.append(((h[i] @ w2 + b2) * scale).reshape(shape))
+            weights.append(((expand(h[i], w2) + b2) * scale).reshape(shape))
         return weights
 
 
