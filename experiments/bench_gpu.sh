@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Train-step throughput of plain and DBB ResNet-18 at batch 256, 224x224, bf16, on
-# whatever accelerators JAX sees; one JSON line per run appended to $OUT (default
-# bench_gpu.jsonl). Compare with DESIGN.md section 3 (H200: Flax plain 17,648 img/s,
-# naive DBB 6,446 img/s). Usage: experiments/bench_gpu.sh [OUT] [STEPS]
+# Train-step throughput of plain and DBB ResNet-18 at batch 256, 224x224, bf16, and the
+# Graph PruningNet train step against the fixed-width MobileNetV2 one (batch 256, 224,
+# bf16), on whatever accelerators JAX sees; one JSON line per run appended to $OUT
+# (default bench_gpu.jsonl). Compare with DESIGN.md section 3 (H200: Flax plain 17,648
+# img/s, naive DBB 6,446 img/s; MetaPruning's PruningNet 35 img/s against 7,161 for the
+# fixed-width MobileNetV2). Usage: experiments/bench_gpu.sh [OUT] [STEPS]
 set -euo pipefail
 OUT=${1:-bench_gpu.jsonl}
 STEPS=${2:-50}
@@ -14,3 +16,5 @@ for BLOCK in plain dbb; do
 done
 python -m nas_jax.cli bench infer --model resnet18 --block deploy --batch 256 --res 224 \
   --steps "$STEPS" --dtype bfloat16 --json | tail -n 1 | tee -a "$OUT"
+python experiments/bench_pruning.py --model mobilenet_v2 --batch 256 --image-size 224 --dtype bfloat16 \
+  --steps "$STEPS" --json | tail -n 1 | tee -a "$OUT"

@@ -5,12 +5,13 @@ over a mesh of all devices, SGD momentum): the fixed-width model with
 ``ClassificationTask``, the PruningNet with ``PruningTask`` (a new random width
 configuration every step, one compilation). Prints images/s of each and their ratio.
 
-    python experiments/bench_pruning.py --model mobilenet_v2 --batch 256 --image-size 224
+    python experiments/bench_pruning.py --model mobilenet_v2 --batch 256 --image-size 224 --dtype bfloat16  # GPU
     python experiments/bench_pruning.py --model resnet18 --width 0.25 --batch 64 --image-size 32  # CPU
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import jax
@@ -53,21 +54,29 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--generator-hidden", type=int, default=32)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="compute dtype of both networks (parameters stay float32)")
+    parser.add_argument("--json", action="store_true", help="end with the figures as one JSON line")
     args = parser.parse_args()
     spec = ZooSpec(args.model, args.num_classes, args.width, args.image_size)
     rng = np.random.default_rng(0)
     batch = {"image": rng.standard_normal((args.batch, args.image_size, args.image_size, 3), np.float32),
              "label": rng.integers(0, args.num_classes, args.batch).astype(np.int32)}
-    pruning = PruningTask(spec, WidthGrid.arange(0.1, 1.0, 0.05), generator_hidden=args.generator_hidden)
+    pruning = PruningTask(spec, WidthGrid.arange(0.1, 1.0, 0.05), generator_hidden=args.generator_hidden,
+                          dtype=args.dtype)
     generated = sum(int(np.prod(layer.kernel_shape)) for layer in pruning.graph.layers)
     print(f"{jax.devices()[0].device_kind} x{jax.device_count()}, {args.model} width {args.width}, "
-          f"batch {args.batch}, {args.image_size}x{args.image_size}, float32; PruningNet generates "
+          f"batch {args.batch}, {args.image_size}x{args.image_size}, {args.dtype}; PruningNet generates "
           f"{generated:,} weights from {args.generator_hidden} hidden units per layer")
-    fixed = images_per_second(ClassificationTask(spec.model()), batch, args.steps, args.warmup)
+    fixed = images_per_second(ClassificationTask(pruning.model), batch, args.steps, args.warmup)
     print(f"fixed-width train step: {fixed:,.0f} images/s")
     pruned = images_per_second(pruning, batch, args.steps, args.warmup)
     print(f"PruningNet train step (new random widths every step): {pruned:,.0f} images/s")
     print(f"ratio PruningNet / fixed-width: {pruned / fixed:.2f}")
+    if args.json:
+        print(json.dumps({"bench": "pruningnet_vs_fixed", **vars(args), "device_kind": jax.devices()[0].device_kind,
+                          "devices": jax.device_count(), "fixed_images_per_s": fixed,
+                          "pruningnet_images_per_s": pruned, "ratio": pruned / fixed}))
 
 
 if __name__ == "__main__":

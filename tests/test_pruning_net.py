@@ -1,5 +1,6 @@
 """The PruningNet: exported network == masked forward, gradients reach every generator and
 the GCN, and the train / export commands end to end on digits."""
+import functools
 import json
 
 import jax
@@ -13,8 +14,9 @@ from nas_jax.pruning import masked
 from nas_jax.pruning.export import export_network, load_network, save_network
 from nas_jax.pruning.pruningnet import expand
 from nas_jax.pruning.task import PruningTask, configuration_variables
-from nas_jax.pruning.widths import WidthGrid, sample_ratios, save_widths, uniform_ratios
+from nas_jax.pruning.widths import WidthGrid, full_channels, sample_ratios, save_widths, uniform_ratios
 from nas_jax.pruning.zoo import ZooSpec
+from nas_jax.train.task import cross_entropy
 from reference import rel_l2
 
 SIZE = 32
@@ -116,6 +118,49 @@ def test_expand_has_the_gradients_of_the_plain_product(hidden, size, configurati
         np.testing.assert_allclose(apply(expand)(h, kernel), apply(lambda h, w: h @ w)(h, kernel), rtol=1e-12)
         for a, b in zip(ours, plain):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_bfloat16_pruned_network_follows_the_float32_one(images, params):
+    """A bfloat16 task differs from the float32 task by bfloat16 rounding only: measured
+    against the zoo model's own bfloat16-vs-float32 difference on the same generated
+    weights, its logits at random widths and its generator gradients at full width (those
+    are ``hidden x kernel gradient``, so their relative error is the kernel gradient's) stay
+    within twice that. Parameters, gradients and logits stay float32. (Two bfloat16 programs
+    compiled differently round differently, so exact equality is not the test.)"""
+    f32 = TASKS["resnet18"]
+    bf16 = PruningTask(f32.spec, GRID, gcn_features=8, gcn_depth=2, generator_hidden=4, dtype="bfloat16")
+    p, x, labels = params["resnet18"], images[0], jnp.arange(8) % 10
+    variables = jax.jit(f32.generate)(p, full_channels(f32.graph))
+
+    def zoo_loss(model, model_params):  # the zoo model alone, train-mode BatchNorm
+        logits = model.apply({"params": model_params, "batch_stats": variables["batch_stats"]}, x, train=True,
+                             mutable=["batch_stats"])[0]
+        return cross_entropy(logits, labels), logits
+
+    zoo = jax.jit(lambda model: jax.value_and_grad(zoo_loss, 1, has_aux=True)(model, variables["params"]),
+                  static_argnums=0)
+    (_, zoo16), zoo_grads16 = zoo(bf16.model)
+    (_, zoo32), zoo_grads32 = zoo(f32.model)
+    rounding = rel_l2(zoo16, zoo32)
+    assert 0 < rounding < 0.2
+
+    def task_loss_and_grads(task, train):
+        loss_of = lambda p: task.loss(p, {}, {}, {"image": x, "label": labels}, jax.random.key(3), train)  # noqa: E731
+        return jax.jit(jax.value_and_grad(loss_of, has_aux=True))(p)
+
+    (_, _), grads16 = task_loss_and_grads(bf16, False)  # full width
+    (_, _), grads32 = task_loss_and_grads(f32, False)
+    for i, layer in enumerate(f32.graph.layers):
+        path = layer.path.split("/") + ([] if i == len(f32.graph.layers) - 1 else ["conv"])
+        zoo_error = rel_l2(*(functools.reduce(lambda t, k: t[k], path, g)["kernel"] for g in (zoo_grads16, zoo_grads32)))
+        ours = rel_l2(grads16["generators"][f"out_kernel_{i}"], grads32["generators"][f"out_kernel_{i}"])
+        assert ours < 2 * zoo_error + 1e-3, (layer.path, ours, zoo_error)
+
+    (loss32, (logits32, _, _)), _ = task_loss_and_grads(f32, True)  # the same random widths
+    (loss16, (logits16, _, _)), grads = task_loss_and_grads(bf16, True)
+    assert logits16.dtype == jnp.float32 and all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    assert 0 < rel_l2(logits16, logits32) < 2 * rounding  # it does compute in bfloat16
+    assert abs(float(loss16) - float(loss32)) < 2 * rounding * abs(float(loss32))
 
 
 def test_train_then_export_commands(tmp_path, capsys):
@@ -228,6 +273,7 @@ def test_imagenet_pruning_configs_build_their_task_on_mock_data(name, model):
         config = load_run_config(f"experiments/configs/{name}", overrides)
         task = pruning_task(config)
         assert config.model == task.spec.name == model and task.spec.num_classes == 1000
+        assert task.model.dtype == jnp.bfloat16
         assert len(task.grid.ratios) == 31 and task.configurations_per_step == 8
         with pytest.raises(ValueError, match="batch_size 100 does not split"):
             pruning_task(load_run_config(f"experiments/configs/{name}", overrides + ["--config.batch_size=100"]))

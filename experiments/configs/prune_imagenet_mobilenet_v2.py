@@ -5,7 +5,8 @@ MetaPruning's width grid (0.10 to 1.00 in steps of 0.03, 31 choices) and BN reca
 on 100 training batches; the rest is ours: 32 epochs of batch 256 (the PruningNet only
 has to rank configurations, the searched network is fine-tuned afterwards), SGD lr 0.1
 momentum 0.9, cosine, wd 4e-5, grad clip 5, one width configuration per device shard
-(set ``configurations_per_step`` to the number of devices; 8 here). Float32.
+(set ``configurations_per_step`` to the number of devices; 8 here). The pruned network
+computes in bfloat16; the PruningNet and its generated weights stay float32.
 
     nas-jax prune train --config experiments/configs/prune_imagenet_mobilenet_v2.py --workdir W \\
         --config.data_dir=D [--config.pruning.configurations_per_step=NUM_DEVICES]
@@ -20,7 +21,7 @@ MODEL = "mobilenet_v2"
 
 def get_config():
     c = default_config()
-    c.model, c.width = MODEL, 1.0
+    c.model, c.width, c.dtype = MODEL, 1.0, "bfloat16"
     c.dataset, c.train_split, c.eval_split, c.image_size = "imagenet2012", "train", "validation", 224
     c.batch_size, c.eval_batch_size, c.num_workers = 256, 500, 12
     c.num_epochs = 32.0

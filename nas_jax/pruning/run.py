@@ -42,7 +42,8 @@ def pruning_task(config) -> PruningTask:
     if config.batch_size % parts:
         raise ValueError(f"batch_size {config.batch_size} does not split into pruning.configurations_per_step="
                          f"{parts} equal parts; choose a batch size divisible by it")
-    return PruningTask(spec, grid, p.gcn_features, p.gcn_depth, p.generator_hidden, config.label_smoothing, parts)
+    return PruningTask(spec, grid, p.gcn_features, p.gcn_depth, p.generator_hidden, config.label_smoothing, parts,
+                       config.dtype)
 
 
 def calibration_images(config, train_data) -> List[np.ndarray]:
@@ -97,8 +98,8 @@ def export_from_workdir(workdir: str, widths_path: str, out_dir: str) -> dict:
     variables, channels = configuration_variables(task, params, ratios, calibration_images(config, train_data))
     model, pruned = export_network(task.spec, task.graph, variables, channels)
     images = next(pipeline_from_config(config, config.eval_split).eval_batches(config.eval_batch_size))["image"]
-    with jax.default_matmul_precision("highest"):
-        reference = jax.jit(lambda v, c, x: masked_apply(task.model, task.graph, v, c, x, False))(
+    with jax.default_matmul_precision("highest"):  # both in float32, whatever the run's compute dtype
+        reference = jax.jit(lambda v, c, x: masked_apply(task.spec.model(), task.graph, v, c, x, False))(
             variables, channels, images)
         exported = jax.jit(model.apply)(pruned, images)
     channels = np.asarray(channels, np.int64)

@@ -35,17 +35,21 @@ from nas_jax.train.task import Task, cross_entropy
 
 
 class PruningTask(Task):
-    """``spec``: the zoo model pruned; ``grid``: the candidate ratios; the other arguments
-    size the PruningNet (see ``PruningNet``)."""
+    """``spec``: the zoo model pruned; ``grid``: the candidate ratios; ``dtype``: the
+    compute dtype of the pruned network's forward (``'bfloat16'`` on accelerators; the
+    PruningNet and its generated weights stay float32, the convolutions cast them); the
+    other arguments size the PruningNet (see ``PruningNet``)."""
 
     def __init__(self, spec: ZooSpec, grid: WidthGrid, gcn_features: int = 64, gcn_depth: int = 2,
-                 generator_hidden: int = 32, label_smoothing: float = 0.0, configurations_per_step: int = 1):
+                 generator_hidden: int = 32, label_smoothing: float = 0.0, configurations_per_step: int = 1,
+                 dtype: str = "float32"):
         if configurations_per_step < 1:
             raise ValueError(f"configurations_per_step must be >= 1, not {configurations_per_step}")
         self.spec, self.grid, self.label_smoothing = spec, grid, label_smoothing
         self.configurations_per_step = configurations_per_step
         self.graph = spec.graph()
-        self.model = spec.model()
+        self.dtype = jnp.dtype(dtype)
+        self.model = spec.model().clone(dtype=self.dtype)
         self.net = PruningNet(self.graph, gcn_features, gcn_depth, generator_hidden)
 
     def init(self, rng, batch):
