@@ -21,7 +21,7 @@ measurement: BatchNorm recalibrated for the configuration, then evaluation.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -37,19 +37,19 @@ from nas_jax.train.task import Task, cross_entropy
 class PruningTask(Task):
     """``spec``: the zoo model pruned; ``grid``: the candidate ratios; ``dtype``: the
     compute dtype of the pruned network's forward (``'bfloat16'`` on accelerators; the
-    PruningNet and its generated weights stay float32, the convolutions cast them); the
-    other arguments size the PruningNet (see ``PruningNet``)."""
+    PruningNet and its generated weights stay float32, the convolutions cast them; None:
+    the dtype of the inputs and weights); the other arguments size the PruningNet (see
+    ``PruningNet``)."""
 
     def __init__(self, spec: ZooSpec, grid: WidthGrid, gcn_features: int = 64, gcn_depth: int = 2,
                  generator_hidden: int = 32, label_smoothing: float = 0.0, configurations_per_step: int = 1,
-                 dtype: str = "float32"):
+                 dtype: Optional[str] = None):
         if configurations_per_step < 1:
             raise ValueError(f"configurations_per_step must be >= 1, not {configurations_per_step}")
         self.spec, self.grid, self.label_smoothing = spec, grid, label_smoothing
         self.configurations_per_step = configurations_per_step
         self.graph = spec.graph()
-        self.dtype = jnp.dtype(dtype)
-        self.model = spec.model().clone(dtype=self.dtype)
+        self.model = spec.model() if dtype is None else spec.model().clone(dtype=jnp.dtype(dtype))
         self.net = PruningNet(self.graph, gcn_features, gcn_depth, generator_hidden)
 
     def init(self, rng, batch):
