@@ -69,9 +69,9 @@ def main():
           f"batch {args.batch}, {args.image_size}x{args.image_size}, {args.dtype}; PruningNet generates "
           f"{generated:,} weights from {args.generator_hidden} hidden units per layer")
     fixed = images_per_second(ClassificationTask(pruning.model), batch, args.steps, args.warmup)
-    print(f"fixed-width train step: {fixed:,.0f} images/s")
+    print(f"fixed-width train step: {fixed:,.1f} images/s")
     pruned = images_per_second(pruning, batch, args.steps, args.warmup)
-    print(f"PruningNet train step (new random widths every step): {pruned:,.0f} images/s")
+    print(f"PruningNet train step (new random widths every step): {pruned:,.1f} images/s")
     print(f"ratio PruningNet / fixed-width: {pruned / fixed:.2f}")
     if args.json:
         print(json.dumps({"bench": "pruningnet_vs_fixed", **vars(args), "device_kind": jax.devices()[0].device_kind,

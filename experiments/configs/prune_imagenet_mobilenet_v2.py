@@ -22,7 +22,8 @@ MODEL = "mobilenet_v2"
 def get_config():
     c = default_config()
     c.model, c.width, c.dtype = MODEL, 1.0, "bfloat16"
-    c.dataset, c.train_split, c.eval_split, c.image_size = "imagenet2012", "train", "validation", 224
+    # the first 10,000 training images are the width search's holdout (prune_search_imagenet.py)
+    c.dataset, c.train_split, c.eval_split, c.image_size = "imagenet2012", "train[10000:]", "validation", 224
     c.batch_size, c.eval_batch_size, c.num_workers = 256, 500, 12
     c.num_epochs = 32.0
     c.learning_rate, c.weight_decay, c.warmup_steps, c.grad_clip_norm = 0.1, 4e-5, 2500, 5.0

@@ -1,8 +1,10 @@
 """Width search for an ImageNet PruningNet (MobileNetV1/V2, ResNet-50), MetaPruning's
 settings: 20 generations x 50 candidates, population 50, top 10, 25 mutations (p 0.1),
-25 crossovers; candidates ranked on 10,000 images of the training split (as MetaPruning's
-held-out subset of train; the PruningNet's training should then exclude them). NOT RUN
-HERE: it needs ImageNet (a local TFDS data_dir) and a trained ImageNet PruningNet.
+25 crossovers; candidates ranked on the first 10,000 images of the training split (as
+MetaPruning's held-out subset of train), which the ImageNet PruningNet configs leave out
+of training (``train_split='train[10000:]'``; the search refuses a holdout that overlaps
+the PruningNet's training split). NOT RUN HERE: it needs ImageNet (a local TFDS
+data_dir) and a trained ImageNet PruningNet.
 
     nas-jax prune search --workdir W --method rl --budget flops=0.5 \\
         --config experiments/configs/prune_search_imagenet.py
@@ -14,6 +16,6 @@ def get_config():
     c = default_config()
     s = c.search
     s.evaluations, s.chunk = 1000, 16
-    s.holdout_split, s.holdout_examples = "train", 10000
+    s.holdout_split, s.holdout_examples = "train[:10000]", 0
     s.rl.batch = 50
     return c

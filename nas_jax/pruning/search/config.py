@@ -15,8 +15,9 @@ def search_section() -> ml_collections.ConfigDict:
     s.chunk = 0  # candidates per compiled evaluation call (0: 1 on the CPU, 8 elsewhere)
     s.vmap_width = 0  # of those, how many run side by side under vmap (0: 1 on the CPU, chunk elsewhere)
     s.checkpoint_every = 2  # iterations
-    # held-out data the candidates are ranked on: a split other than the test split, or
-    # 'train' with holdout_examples > 0 (its first examples, as MetaPruning's subset of train)
+    # held-out data the candidates are ranked on (TFDS split syntax, e.g. 'train[:10000]', as
+    # MetaPruning's subset of train): not the test split, and no example the PruningNet trained
+    # on; holdout_examples > 0 keeps only its first examples
     s.holdout_split, s.holdout_examples = "validation", 0
     # the layer latency table of a latency budget (nas_jax.pruning.search.latency), measured on
     # the current backend and cached in WORKDIR/search/latency_table.json

@@ -9,6 +9,7 @@ from typing import Dict
 import ml_collections
 import numpy as np
 
+from nas_jax.data.splits import shared_examples
 from nas_jax.pruning.run import calibration_images, restore_params
 from nas_jax.pruning.search.driver import run_search
 from nas_jax.pruning.search.evaluate import CandidateEvaluator, stack_batches
@@ -22,11 +23,19 @@ from nas_jax.train.loop import pipeline_from_config
 
 
 def holdout_batches(config, search: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:
-    """The held-out evaluation batches, stacked (``evaluate`` layout). Refuses the test split."""
+    """The held-out evaluation batches, stacked (``evaluate`` layout). Refuses the test
+    split and any holdout that shares examples with the PruningNet's training split."""
     if search.holdout_split == "test":
         raise ValueError("candidates must not be ranked on the test split; choose another holdout_split")
-    if search.holdout_split == config.train_split and search.holdout_examples <= 0:
-        raise ValueError("a holdout on the training split needs holdout_examples > 0")
+    shared = shared_examples(config.train_split, search.holdout_split,
+                             lambda split: pipeline_from_config(config, split).num_examples, search.holdout_examples)
+    if shared:
+        raise ValueError(
+            f"the search's holdout ({search.holdout_split!r}"
+            f"{f', first {search.holdout_examples} examples' if search.holdout_examples > 0 else ''}) shares "
+            f"{shared} examples with the split the PruningNet trained on ({config.train_split!r}), so it would "
+            "rank candidates on training data; hold out another split, or train the PruningNet without those "
+            "examples (e.g. train_split='train[10000:]' and holdout_split='train[:10000]')")
     pipeline = pipeline_from_config(config, search.holdout_split)
     batches = pipeline.eval_batches(config.eval_batch_size)
     if search.holdout_examples > 0:
