@@ -96,7 +96,12 @@ def _expand_forward(hidden, kernel):
 
 def _expand_backward(residuals, g):
     hidden, kernel = residuals
-    return kernel @ g, hidden[:, None] * g[None, :]
+    hidden_grad = kernel @ g
+    # Adding 0 * hidden_grad makes the kernel's gradient, so its in-place optimiser update,
+    # depend on this last read of the kernel; without the dependency XLA keeps a copy of
+    # every kernel for the read (two more passes over them per step). Exact for finite values.
+    g = g + 0.0 * hidden_grad.sum()
+    return hidden_grad, hidden[:, None] * g[None, :]
 
 
 expand.defvjp(_expand_forward, _expand_backward)
