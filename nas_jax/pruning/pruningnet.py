@@ -85,8 +85,9 @@ def expand(hidden: jax.Array, kernel: jax.Array) -> jax.Array:
     dot. The kernels hold ``h`` times the network's parameters, so the step is bound by
     memory traffic over them; XLA fuses the elementwise form into the optimiser's update,
     where the dot's result is written out and read back. On the CPU, where the steps
-    compile without the algebraic simplifier that would rewrite the dot, this halves the
-    generators' share of the step (``experiments/bench_pruning.py``)."""
+    compile without the algebraic simplifier that would rewrite the dot, this and the
+    dependency in the backward pass take the digits PruningNet step from 325 to 632
+    images/s (``experiments/bench_pruning.py``)."""
     return hidden @ kernel
 
 
