@@ -100,7 +100,7 @@ def test_gradients_reach_every_generator_and_the_gcn(images, params):
     assert np.abs(np.asarray(grads["classifier_bias"])).sum() > 0
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 300), st.integers(0, 4), st.integers(0, 2**31 - 1))
 def test_expand_has_the_gradients_of_the_plain_product(hidden, size, configurations, seed):
     """``expand``'s hand-written backward against autodiff of ``h @ kernel``, in float64,
