@@ -4,17 +4,21 @@
 # bf16), on whatever accelerators JAX sees; one JSON line per run appended to $OUT
 # (default bench_gpu.jsonl). Compare with DESIGN.md section 3 (H200: Flax plain 17,648
 # img/s, naive DBB 6,446 img/s; MetaPruning's PruningNet 35 img/s against 7,161 for the
-# fixed-width MobileNetV2). Usage: experiments/bench_gpu.sh [OUT] [STEPS]
-set -euo pipefail
+# fixed-width MobileNetV2). Usage: experiments/bench_gpu.sh [OUT] [STEPS]; $PYTHON picks
+# the interpreter (default python). On the lent GPU machine: experiments/device/gpu_bench.sh.
+set -uo pipefail
 OUT=${1:-bench_gpu.jsonl}
 STEPS=${2:-50}
+PY=${PYTHON:-python}
 cd "$(dirname "$0")/.."
+failed=0
+bench() {  # one benchmark; its last line (the JSON) appended to $OUT; a failure does not stop the others
+  "$PY" "$@" --steps "$STEPS" --json | tail -n 1 | tee -a "$OUT" || { echo "FAILED: $*" >&2; failed=1; }
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 for BLOCK in plain dbb; do
-  python -m nas_jax.cli bench train --model resnet18 --block "$BLOCK" --batch 256 --res 224 \
-    --steps "$STEPS" --dtype bfloat16 --json | tail -n 1 | tee -a "$OUT"
+  bench -m nas_jax.cli bench train --model resnet18 --block "$BLOCK" --batch 256 --res 224 --dtype bfloat16
 done
-python -m nas_jax.cli bench infer --model resnet18 --block deploy --batch 256 --res 224 \
-  --steps "$STEPS" --dtype bfloat16 --json | tail -n 1 | tee -a "$OUT"
-python experiments/bench_pruning.py --model mobilenet_v2 --batch 256 --image-size 224 --dtype bfloat16 \
-  --steps "$STEPS" --json | tail -n 1 | tee -a "$OUT"
+bench -m nas_jax.cli bench infer --model resnet18 --block deploy --batch 256 --res 224 --dtype bfloat16
+bench experiments/bench_pruning.py --model mobilenet_v2 --batch 256 --image-size 224 --dtype bfloat16
+exit $failed
