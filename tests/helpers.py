@@ -31,3 +31,8 @@ def random_variables(model, x, seed=0, scale=0.3):
     (compiling a big model's random init costs far more than the test itself)."""
     shapes = jax.eval_shape(model.init, jax.random.key(0), x)
     return randomize(shapes, seed, scale)
+
+
+def as_float64(tree):
+    """Every array leaf of ``tree`` as float64 (call under ``jax.enable_x64(True)``)."""
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from helpers import random_variables, rel_l2
+from helpers import as_float64, random_variables, rel_l2
 from nas_jax.rep.blocks import PRIMITIVES, BNAndPad, DeployConv, DiverseBranchBlock, RepNASBlock
 from reference import conv2d
 
@@ -34,12 +34,15 @@ def dbb_configs(draw):
 @SETTINGS
 @given(dbb_configs(), st.integers(0, 2**31 - 1), st.integers(7, 12))
 def test_dbb_fuses_exactly(cfg, seed, size):
+    """In float64 (block, fusion and reference conv), where exact fusion agrees to ~1e-15."""
     cin = cfg.pop("cin")
     block = DiverseBranchBlock(**cfg)
-    x = jax.random.normal(jax.random.key(seed % 1000), (2, size, size, cin))
-    v = random_variables(block, x, seed)
-    y = block.apply(v, x)
-    assert rel_l2(_fused_forward(block, v, x), y) < 1e-5
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(seed % 1000), (2, size, size, cin), jnp.float64)
+        v = as_float64(random_variables(block, x, seed))
+        y = block.apply(v, x)
+        assert y.dtype == jnp.float64
+        assert rel_l2(_fused_forward(block, v, x), y) < 1e-12
 
 
 @st.composite
@@ -55,18 +58,21 @@ def repnas_configs(draw):
 @SETTINGS
 @given(repnas_configs(), st.integers(0, 2**31 - 1), st.booleans())
 def test_repnas_block_fuses_exactly(cfg, seed, weighted):
+    """In float64, as above."""
     cin = cfg.pop("cin")
     block = RepNASBlock(**cfg)
-    x = jax.random.normal(jax.random.key(seed % 1000), (2, 9, 9, cin))
-    v = random_variables(block, x, seed)
-    w = None
-    if weighted:
-        w = jnp.asarray(np.random.default_rng(seed).uniform(0.2, 1.0, 6), jnp.float32)
-        v = {**v, "branch_weights": {"w": w}}
-    y = block.apply(v, x)
-    kernel, bias = block.fuse(v, cin, branch_weights=w)
-    fused = conv2d(x, kernel, cfg["strides"], padding=1, groups=cfg["groups"], bias=bias)
-    assert rel_l2(fused, y) < 1e-5
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(seed % 1000), (2, 9, 9, cin), jnp.float64)
+        v = as_float64(random_variables(block, x, seed))
+        w = None
+        if weighted:
+            w = jnp.asarray(np.random.default_rng(seed).uniform(0.2, 1.0, 6), jnp.float64)
+            v = {**v, "branch_weights": {"w": w}}
+        y = block.apply(v, x)
+        kernel, bias = block.fuse(v, cin, branch_weights=w)
+        assert y.dtype == kernel.dtype == jnp.float64
+        fused = conv2d(x, kernel, cfg["strides"], padding=1, groups=cfg["groups"], bias=bias)
+        assert rel_l2(fused, y) < 1e-12
 
 
 def test_repnas_block_skips_masked_branches_and_falls_back_to_conv3x3():

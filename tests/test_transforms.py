@@ -1,4 +1,6 @@
-"""Each kernel transform against a float64 NumPy recomputation of the branches it replaces."""
+"""Each kernel transform, computed in float64, against a float64 NumPy recomputation of the
+branches it replaces: exact transforms agree to ~1e-15, so a tolerance of 1e-12 leaves no
+room for a wrong one (float32 rounding would blur that line)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,8 +35,9 @@ def test_fold_batchnorm_matches_conv_then_bn(seed, k, out):
     scale, bias, mean = r.normal(size=(3, out))
     var = r.uniform(0.1, 2.0, size=out)
     expected = (conv2d(x, kernel, padding=k // 2) - mean) / np.sqrt(var + T.BN_EPS) * scale + bias
-    fk, fb = T.fold_batchnorm(*(jnp.asarray(a, jnp.float32) for a in (kernel, scale, bias, mean, var)))
-    assert rel_l2(conv2d(x, fk, padding=k // 2, bias=fb), expected) < 1e-5
+    with jax.enable_x64(True):
+        fk, fb = T.fold_batchnorm(*(jnp.asarray(a, jnp.float64) for a in (kernel, scale, bias, mean, var)))
+    assert rel_l2(conv2d(x, fk, padding=k // 2, bias=fb), expected) < 1e-12
 
 
 @SETTINGS
@@ -48,9 +51,10 @@ def test_pad_to_size_keeps_the_conv(seed, small, size, stride):
     kernel = r.normal(size=small + (2, 3))
     small_pad = ((small[0] // 2,) * 2, (small[1] // 2,) * 2)
     expected = conv2d(x, kernel, strides=stride, padding=small_pad)
-    padded = T.pad_to_size(jnp.asarray(kernel, jnp.float32), size)
+    with jax.enable_x64(True):
+        padded = T.pad_to_size(jnp.asarray(kernel, jnp.float64), size)
     assert padded.shape == (size, size, 2, 3)
-    assert rel_l2(conv2d(x, padded, strides=stride, padding=size // 2), expected) < 1e-6
+    assert rel_l2(conv2d(x, padded, strides=stride, padding=size // 2), expected) < 1e-12
 
 
 def test_pad_to_size_rejects_a_larger_kernel():
@@ -69,8 +73,9 @@ def test_merge_1x1_kxk_matches_the_two_convs(seed, shapes, k, stride):
     hidden = conv2d(x, k1, groups=groups, bias=b1)
     # the intermediate map is padded with b1, as BN-and-pad does
     expected = conv2d(hidden, k2, strides=stride, padding=k // 2, groups=groups, bias=b2, pad_value=b1)
-    mk, mb = T.merge_1x1_kxk(*(jnp.asarray(a, jnp.float32) for a in (k1, b1, k2, b2)), groups)
-    assert rel_l2(conv2d(x, mk, strides=stride, padding=k // 2, groups=groups, bias=mb), expected) < 1e-5
+    with jax.enable_x64(True):
+        mk, mb = T.merge_1x1_kxk(*(jnp.asarray(a, jnp.float64) for a in (k1, b1, k2, b2)), groups)
+    assert rel_l2(conv2d(x, mk, strides=stride, padding=k // 2, groups=groups, bias=mb), expected) < 1e-12
 
 
 def test_merge_1x1_kxk_rejects_mismatched_widths():
@@ -84,10 +89,13 @@ def test_merge_1x1_kxk_rejects_mismatched_widths():
 def test_avg_pool_and_identity_kernels(seed, channels_groups, k, stride):
     c, groups = channels_groups
     x = _rng(seed).normal(size=(1, 9, 9, c))
-    pooled = np.asarray(jax.lax.reduce_window(jnp.pad(jnp.asarray(x), ((0, 0), (k // 2,) * 2, (k // 2,) * 2, (0, 0))),
-                                              0.0, jax.lax.add, (1, k, k, 1), (1, stride, stride, 1), "VALID")) / k**2
-    assert rel_l2(conv2d(x, T.avg_pool_kernel(c, k, groups), strides=stride, padding=k // 2, groups=groups),
-                  pooled) < 1e-6
+    padded = np.pad(x, ((0, 0), (k // 2,) * 2, (k // 2,) * 2, (0, 0)))
+    size = (9 + 2 * (k // 2) - k) // stride + 1
+    pooled = np.stack([np.stack([padded[0, i * stride:i * stride + k, j * stride:j * stride + k].mean(axis=(0, 1))
+                                 for j in range(size)]) for i in range(size)])[None]
+    with jax.enable_x64(True):
+        pool_kernel = T.avg_pool_kernel(c, k, groups, dtype=jnp.float64)
+    assert rel_l2(conv2d(x, pool_kernel, strides=stride, padding=k // 2, groups=groups), pooled) < 1e-12
     assert rel_l2(conv2d(x, T.identity_kernel(c, k, groups), padding=k // 2, groups=groups), x) < 1e-12
 
 

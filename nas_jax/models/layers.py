@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Optional, Tuple
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from nas_jax.rep.blocks import ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock
 
@@ -75,9 +76,10 @@ def conv_block(spec: BlockSpec, parent: nn.Module, features: int, kernel_size: i
 
 def classify(x, num_classes: int, dtype=None):
     """Global average pool then a linear layer named ``linear`` (call inside a compact
-    method); logits in float32."""
+    method); logits in float32, or float64 when the network computes in float64."""
     x = x.mean(axis=(1, 2))
-    return nn.Dense(num_classes, dtype=dtype, name="linear")(x).astype("float32")
+    logits = nn.Dense(num_classes, dtype=dtype, name="linear")(x)
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
 class ZooModel(nn.Module):

@@ -2,8 +2,8 @@
 
 The PruningNet's generated weights become the variables of the plain zoo model
 (``zoo_variables``): each conv-BN layer ``P`` gets ``P/conv/kernel`` from its generator and
-an affine-free BatchNorm (``P/bn/scale`` = 1, ``P/bn/bias`` = 0, constants, as MetaPruning's
-``affine=False``); the classifier ``linear`` gets its generated kernel and the learnt bias.
+an affine-free BatchNorm (``P/bn/scale`` = 1, ``P/bn/bias`` = 0, constants in the
+generated weights' dtype, as MetaPruning's ``affine=False``); the classifier ``linear`` gets its generated kernel and the learnt bias.
 
 ``masked_apply`` runs that model with every layer's output multiplied by its group's
 channel mask (``arange(C) < kept``), after its BatchNorm. BatchNorm normalises each
@@ -54,8 +54,8 @@ def zoo_variables(graph: LayerGraph, weights: Dict[str, jax.Array], classifier_b
     for layer in graph.layers[:-1]:
         path = tuple(layer.path.split("/"))
         flat[path + ("conv", "kernel")] = weights[layer.path]
-        flat[path + ("bn", "scale")] = jnp.ones((layer.out_channels,), jnp.float32)
-        flat[path + ("bn", "bias")] = jnp.zeros((layer.out_channels,), jnp.float32)
+        flat[path + ("bn", "scale")] = jnp.ones((layer.out_channels,), weights[layer.path].dtype)
+        flat[path + ("bn", "bias")] = jnp.zeros((layer.out_channels,), weights[layer.path].dtype)
     classifier = graph.layers[-1]
     flat[tuple(classifier.path.split("/")) + ("kernel",)] = weights[classifier.path]
     flat[tuple(classifier.path.split("/")) + ("bias",)] = classifier_bias
@@ -87,12 +87,13 @@ def masked_apply(model: nn.Module, graph: LayerGraph, variables, channels, image
 
 def batch_statistics(model: nn.Module, graph: LayerGraph, variables, channels, images) -> dict:
     """A ``batch_stats`` tree with the mean and (biased) variance over ``images`` of the
-    input of every BatchNorm of the masked model, in the train-mode forward pass."""
+    input of every BatchNorm of the masked model, in the train-mode forward pass (float32,
+    or float64 when the network computes in float64)."""
     flat = {}
 
     def record(next_fun, args, kwargs, context):
         if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
-            x = args[0].astype(jnp.float32)
+            x = args[0].astype(jnp.promote_types(args[0].dtype, jnp.float32))
             flat[context.module.path + ("mean",)] = x.mean(axis=(0, 1, 2))
             flat[context.module.path + ("var",)] = x.var(axis=(0, 1, 2))
         return next_fun(*args, **kwargs)
