@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from nas_jax.models.layers import BlockSpec, ZooModel, classify, conv_block
 
@@ -56,7 +57,9 @@ class ResNetStem(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = nn.relu(conv_block(self.spec, self, self.features, 7, 2, name="conv1")(x, train))
-        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        # padded by hand (-inf, as PyTorch's max pool pads): jax2onnx drops max_pool's own padding
+        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+        return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2))
 
 
 class ResNet(ZooModel):
