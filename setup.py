@@ -22,7 +22,12 @@ setup(
         "numpy>=2.0",
     ],
     extras_require={
-        "torch": ["torch>=2.13.0"],
+        # torchvision / timm: only the tests build their classes; pin the torchvision that
+        # matches the installed torch (scripts/setup.sh) or pip fetches another torch
+        "torch": ["torch>=2.13.0", "torchvision>=0.28.0", "timm>=1.0.31"],
+        # plus `pip install --no-deps jax2onnx==0.17.1` (its orbax pin conflicts with ours)
+        "onnx": ["onnx>=1.23", "onnx-ir>=1.1", "onnxruntime>=1.31", "equinox>=0.13.1", "dm-pix>=0.4.4",
+                 "einops>=0.8.1"],
         "dev": ["pytest>=9.2", "pytest-xdist>=3.8", "hypothesis>=6.170"],
     },
     entry_points={"console_scripts": ["nas-jax=nas_jax.cli:main"]},

@@ -8,7 +8,8 @@ The call most users want::
     deploy_model, deploy_variables = fuse_params(model, variables)
 """
 from nas_jax.models import MODELS, create_model
+from nas_jax.rep.from_plain import branches_from_plain
 from nas_jax.rep.fuse import fuse_params
 
-__all__ = ["create_model", "fuse_params", "MODELS"]
+__all__ = ["create_model", "fuse_params", "branches_from_plain", "MODELS"]
 __version__ = "0.1.0"

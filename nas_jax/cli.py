@@ -15,6 +15,8 @@ CONFIG_OVERRIDE_PREFIX = "--config."
 
 COMMANDS = {
     "parity": "nas_jax.interop.parity",
+    "import": "nas_jax.interop.import_cli",
+    "export": "nas_jax.interop.export_cli",
     "train": "nas_jax.train.commands.train",
     "eval": "nas_jax.train.commands.eval",
     "fuse": "nas_jax.train.commands.fuse",

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Creates .venv with nas_jax, its PyTorch interop extra and the test tools.
-# torch is pinned first so pip takes the CPU build on disk, not a CUDA build.
+# Creates .venv with nas_jax, its PyTorch and ONNX interop extras and the test tools.
+# torch is pinned first so pip takes the CPU build on disk, not a CUDA build; torchvision
+# and timm are pinned to the builds that require exactly that torch (0.28.0 needs 2.13.0).
+# jax2onnx pins orbax-checkpoint < 0.11.37 while nas_jax needs >= 0.12.8 (the export code
+# path uses no orbax), so it goes in without its dependencies; the ones it imports are in
+# the [onnx] extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q torch==2.13.0
-python -m pip install -q -e '.[torch,dev]'
+python -m pip install -q torch==2.13.0 torchvision==0.28.0 timm==1.0.31
+python -m pip install -q -e '.[torch,onnx,dev]'
+python -m pip install -q --no-deps jax2onnx==0.17.1

@@ -32,7 +32,7 @@ import numpy as np
 from flax import traverse_util
 
 from nas_jax.interop import names
-from nas_jax.interop.torch_state_dict import load_state_dict, torch_to_flax
+from nas_jax.interop.torch_state_dict import StateDictMismatchError, load_state_dict, torch_to_flax
 from nas_jax.interop.widths import model_at_widths
 from nas_jax.models import REPVGG_CONFIGS, create_model
 from nas_jax.rep.blocks import PRIMITIVES
@@ -172,11 +172,24 @@ def _flax_shapes(state_dict: Mapping[str, np.ndarray]) -> Dict[Tuple[str, ...], 
 
 def _import(arch: Architecture, state_dict, input_shape) -> Tuple[object, dict]:
     state_dict = load_state_dict(state_dict)
-    renamed = {}
+    renamed, original = {}, {}
     for name, value in state_dict.items():
         if name.endswith("num_batches_tracked"):
             continue
         renamed[arch.zoo_name_of(name)] = value
+        original[arch.zoo_name_of(name)] = name
+    try:
+        return _build(arch, renamed, input_shape)
+    except StateDictMismatchError as err:  # say it in the checkpoint's own names
+        def torch_name(path):
+            return f"PyTorch name {arch.torch_name_of(names.flax_path_to_torch_name(tuple(path)))}"
+        raise StateDictMismatchError(
+            err.missing_paths, [original.get(n, n) for n in err.unexpected],
+            [(original.get(n, n), shape, path, expected) for n, shape, path, expected in err.misshaped],
+            torch_name) from None
+
+
+def _build(arch: Architecture, renamed, input_shape) -> Tuple[object, dict]:
     model = create_model(arch.zoo_name, block=arch.block)
     model = model_at_widths(model, _flax_shapes(renamed), input_shape)
     if arch.branch_mask is not None:

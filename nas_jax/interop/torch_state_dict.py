@@ -31,14 +31,18 @@ class StateDictMismatchError(ValueError):
     misshaped: ``(torch name, torch shape, flax path, expected flax shape)``.
     """
 
-    def __init__(self, missing=(), unexpected=(), misshaped=()):
-        """missing: Flax paths as tuples; unexpected: names; misshaped: 4-tuples as above."""
+    def __init__(self, missing=(), unexpected=(), misshaped=(), torch_name=None):
+        """missing: Flax paths as tuples; unexpected: names; misshaped: 4-tuples as above;
+        torch_name: maps a Flax path to the PyTorch name expected there (default: the
+        zoo's own naming)."""
         self.missing = tuple("/".join(path) for path in missing)
         self.unexpected = tuple(unexpected)
         self.misshaped = tuple(misshaped)
+        self.missing_paths = tuple(tuple(path) for path in missing)
+        torch_name = torch_name or _expected_torch_name
         lines = [f"state_dict does not match the Flax variables: {len(self.missing)} missing, "
                  f"{len(self.unexpected)} unexpected, {len(self.misshaped)} misshaped"]
-        lines += [f"  missing: {'/'.join(path)} ({_expected_torch_name(path)})" for path in missing]
+        lines += [f"  missing: {'/'.join(path)} ({torch_name(path)})" for path in missing]
         lines += [f"  unexpected: {name}" for name in self.unexpected]
         lines += [f"  misshaped: {name} {tuple(shape)} -> {path} needs {tuple(expected)}"
                   for name, shape, path, expected in self.misshaped]

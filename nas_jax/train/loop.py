@@ -144,6 +144,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] 
     options = compiler_options(config.cpu_skip_algsimp)
     eval_step = jit_eval_step(eval_step_fn(task), mesh, options)
     end = min(steps, stop_at_step if stop_at_step is not None else steps)
+    if restored is None and end == 0:  # stopped at step 0: the initial state is the checkpoint
+        checkpointer.save(0, state, batches.get_state(), config_json)
     pending = []
     with _sigterm_flag() as terminated:
         for step in range(start, end):
@@ -173,14 +175,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] 
     return state
 
 
-def restore_run(workdir: str):
-    """``(config, task, state, mesh)`` of the newest readable checkpoint of a
-    ``ClassificationTask`` run in ``workdir`` (its config read from ``config.json``)."""
+def restore_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config of the run in ``workdir`` (its ``config.json``)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{workdir!r} holds no training run (no config.json)")
     with open(path) as f:
-        config = config_from_json(json.load(f))
+        return config_from_json(json.load(f))
+
+
+def restore_run(workdir: str):
+    """``(config, task, state, mesh)`` of the newest readable checkpoint of a
+    ``ClassificationTask`` run in ``workdir`` (its config read from ``config.json``)."""
+    config = restore_config(workdir)
     mesh = create_mesh()
     train_data = pipeline_from_config(config, config.train_split)
     task = classification_task_from_config(config, train_data.num_classes)

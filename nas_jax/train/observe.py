@@ -103,7 +103,8 @@ def plot_curves(workdir: str) -> str:
         ax.set_xlabel("step")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a run stopped at step 0 has no points
+            ax.legend()
     fig.tight_layout()
     path = os.path.join(workdir, CURVE_FILE)
     fig.savefig(path, dpi=100)
