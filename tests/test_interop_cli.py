@@ -3,7 +3,6 @@ evaluated, fused, exported to ONNX (checked with onnxruntime) and back to the to
 class (strict load, same outputs); bad checkpoints and unfused exports get clear errors."""
 import json
 
-import numpy as np
 import pytest
 
 from nas_jax.cli import main

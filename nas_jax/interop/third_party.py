@@ -232,7 +232,7 @@ def _deploy_conv_as_conv_bn(flat: Dict[Tuple[str, ...], np.ndarray]) -> Dict[Tup
     classes have conv-BN and no conv bias."""
     out = {}
     for path, value in flat.items():
-        collection, module, leaf = path[0], path[1:-1], path[-1]
+        module, leaf = path[1:-1], path[-1]
         if module[-1:] == ("conv",) and leaf == "bias":
             layer = module[:-1]
             out[("params",) + layer + ("bn", "scale")] = np.ones_like(value)
