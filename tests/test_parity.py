@@ -122,7 +122,7 @@ def _set_config(key, value):
     ("dbb_k3_s1_g1.npz", _set_config("dilation", 2), "dilation 2 is not supported"),
     ("repnas_s1_identity.npz", _set_config("mask", [1, 1, 1, 1, 0, 0]), "eval error"),
     ("repnas_s1_identity.npz", _set_config("primitives", ["Conv_3x3"] * 6), "not the official"),
-    ("dbb_mobilenet_w025.npz", _set_config("channels", [8] * 27), "not a uniform width"),
+    ("dbb_mobilenet_w025.npz", _set_config("channels", [8] * 27), "disagree with the tensors' widths"),
     ("dbb_resnet18_w025.npz", _set_config("block", "Bottleneck"), "missing: params/stage1_0/conv3/"),
 ])
 def test_tampered_golden_files_fail(source, change, fragment, parity_dir, tmp_path, golden_results):
@@ -145,3 +145,44 @@ def test_repnas_mask_falls_back_to_the_mask_key(parity_dir, tmp_path, golden_res
 
     result = check_golden_file(rewrite(parity_dir / "repnas_s1_identity.npz", tmp_path / "b.npz", without_any_mask))
     assert not result.passed and "needs a mask" in result.reason
+
+
+@pytest.mark.parametrize("arch", ["MobileNetV1", "ResNet"])
+def test_golden_file_at_a_non_uniform_channel_list_is_accepted(arch, tmp_path):
+    """A ``dbb_model`` file in the official format at per-layer widths no uniform width gives
+    (as the official code builds from an edited channel list). No such file from the
+    official code exists here, so its outputs come from the unfused JAX model: this checks
+    that the widths are read off the tensors and the file loads, fuses and matches."""
+    import jax
+
+    from helpers import randomize
+    from nas_jax.interop import flax_to_torch
+    from nas_jax.models import MobileNetV1, ResNet
+    from nas_jax.models.mobilenet import MOBILENET_V1_CHANNELS
+
+    if arch == "MobileNetV1":
+        widths = (("conv1", 6), ("stem_0/pointwise", 12), ("stem_3/pointwise", 20), ("stem_12/pointwise", 200))
+        model = MobileNetV1(num_classes=10, width=0.25, block="dbb", widths=widths)
+        config = {"arch": "MobileNetV1", "num_classes": 10}
+    else:
+        widths = (("stage1_0/conv1", 5), ("stage3_1/conv1", 23), ("stage4_0/conv1", 50))
+        model = ResNet(num_classes=10, width=0.25, block="dbb", widths=widths)
+        config = {"arch": "ResNet-18", "block": "BasicBlock", "num_blocks": [2, 2, 2, 2], "num_classes": 10,
+                  "width_multiplier": 0.25}
+    x = np.asarray(jax.random.normal(jax.random.key(0), (2, 32, 32, 3)))
+    variables = randomize(jax.eval_shape(model.init, jax.random.key(0), x), 4)
+    if arch == "MobileNetV1":
+        params = variables["params"]
+
+        def width(layer):  # a 3x3 layer is a DBB (dbb_origin), a 1x1 stays conv-BN
+            return layer.get("dbb_origin", layer)["conv"]["kernel"].shape[-1]
+        config["channels"] = [width(params["conv1"])] + [
+            width(params[f"stem_{i}"][layer]) for i in range(13) for layer in ("depthwise", "pointwise")]
+        assert len({c / u for c, u in zip(config["channels"], MOBILENET_V1_CHANNELS)}) > 1  # no one width
+    with jax.default_matmul_precision("highest"):
+        y = np.asarray(model.apply(variables, x))
+    arrays = {"meta": json.dumps({"kind": "dbb_model", "config": config}), "x": x.transpose(0, 3, 1, 2), "y_eval": y,
+              **{f"sd/{k}": v for k, v in flax_to_torch(variables).items()}}
+    np.savez(tmp_path / "golden.npz", **arrays)
+    result = check_golden_file(tmp_path / "golden.npz")
+    assert result.passed, result.reason

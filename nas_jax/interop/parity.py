@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from nas_jax.interop.widths import model_at_widths, state_dict_param_shapes
 from nas_jax.interop.torch_state_dict import (StateDictMismatchError, load_state_dict, split_repnas_supernet,
                                               torch_to_flax)
 from nas_jax.models.mobilenet import MOBILENET_V1_CHANNELS, MobileNetV1
@@ -227,12 +228,14 @@ def _dbb_model(golden: GoldenFile) -> _Subject:
     elif arch == "MobileNetV1":
         channels = list(_need(c, "channels"))
         model = MobileNetV1(num_classes=num_classes, width=channels[0] / MOBILENET_V1_CHANNELS[0], block="dbb")
-        widths = _mobilenet_v1_channels(model, golden.arrays["x"].transpose(0, 2, 3, 1).shape)
-        if widths != channels:
-            raise GoldenFileError(f"channels {channels} are not a uniform width of MobileNetV1 "
-                                  f"(width {channels[0] / MOBILENET_V1_CHANNELS[0]} gives {widths})")
     else:
         raise GoldenFileError(f"unknown arch {arch!r}; expected ResNet-* or MobileNetV1")
+    # any per-layer channel list: the widths are the tensors' (the official code takes a free list)
+    input_shape = golden.arrays["x"].transpose(0, 2, 3, 1).shape
+    model = model_at_widths(model, state_dict_param_shapes(golden.prefixed("sd/")), input_shape)
+    if arch == "MobileNetV1" and _mobilenet_v1_channels(model, input_shape) != channels:
+        raise GoldenFileError(f"config channels {channels} disagree with the tensors' widths "
+                              f"{_mobilenet_v1_channels(model, input_shape)}")
     return _Subject(model, model.clone(block="deploy", branch_mask=()), fuse=_fuse_model)
 
 

@@ -24,7 +24,7 @@ stand for indices; the first matching rule wins, both ways.
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ from flax import traverse_util
 
 from nas_jax.interop import names
 from nas_jax.interop.torch_state_dict import StateDictMismatchError, load_state_dict, torch_to_flax
-from nas_jax.interop.widths import model_at_widths
+from nas_jax.interop.widths import model_at_widths, state_dict_param_shapes
 from nas_jax.models import REPVGG_CONFIGS, create_model
 from nas_jax.rep.blocks import PRIMITIVES
 from nas_jax.rep.transforms import BN_EPS
@@ -159,17 +159,6 @@ def architecture(source: str, name: str) -> Architecture:
     return SOURCES[source][name]
 
 
-def _flax_shapes(state_dict: Mapping[str, np.ndarray]) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
-    """``{params path: Flax-layout shape}`` of a state_dict in zoo names."""
-    batch_norms = {names.split_torch_name(k)[0] for k in state_dict if k.endswith(".running_mean")}
-    shapes = {}
-    for name, value in state_dict.items():
-        converted = names.torch_tensor_to_flax(name, value, names.split_torch_name(name)[0] in batch_norms)
-        if converted is not None and converted[0][0] == "params":
-            shapes[converted[0][1:]] = converted[1].shape
-    return shapes
-
-
 def _import(arch: Architecture, state_dict, input_shape) -> Tuple[object, dict]:
     state_dict = load_state_dict(state_dict)
     renamed, original = {}, {}
@@ -191,7 +180,7 @@ def _import(arch: Architecture, state_dict, input_shape) -> Tuple[object, dict]:
 
 def _build(arch: Architecture, renamed, input_shape) -> Tuple[object, dict]:
     model = create_model(arch.zoo_name, block=arch.block)
-    model = model_at_widths(model, _flax_shapes(renamed), input_shape)
+    model = model_at_widths(model, state_dict_param_shapes(renamed), input_shape)
     if arch.branch_mask is not None:
         reference = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(input_shape, jnp.float32))
         layers = sorted({path[0] for path in traverse_util.flatten_dict(reference["params"]) if "_ops_2" in path})

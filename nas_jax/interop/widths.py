@@ -20,7 +20,20 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from nas_jax.interop import names
+
 CLASSIFIER = "linear"
+
+
+def state_dict_param_shapes(state_dict: Mapping) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
+    """``{params path: Flax-layout shape}`` of a state_dict in zoo (official) names."""
+    batch_norms = {names.split_torch_name(k)[0] for k in state_dict if k.endswith(".running_mean")}
+    shapes = {}
+    for name, value in state_dict.items():
+        converted = names.torch_tensor_to_flax(name, value, names.split_torch_name(name)[0] in batch_norms)
+        if converted is not None and converted[0][0] == "params":
+            shapes[converted[0][1:]] = converted[1].shape
+    return shapes
 
 
 def deploy_layer_kernels(model: nn.Module, input_shape) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
@@ -43,18 +56,27 @@ def _layer_width(layer: Tuple[str, ...], kernels: Mapping[Tuple[str, ...], Tuple
 def model_at_widths(model: nn.Module, params: Mapping, input_shape=(1, 224, 224, 3)) -> nn.Module:
     """``model`` (a zoo model) with ``num_classes`` and every layer's output width as in
     ``params`` (a Flax ``params`` tree, or its flattened ``{path tuple: array}``, arrays or
-    shapes). Layers absent from ``params`` keep their nominal width (loading then reports
-    them missing)."""
+    shapes). When a layer has no kernel in ``params``, or the widths do not chain, the
+    checkpoint has another structure: the nominal model comes back (with the class count),
+    and loading it names every missing and misshaped tensor."""
     flat = params if all(isinstance(k, tuple) for k in params) else traverse_util.flatten_dict(params)
     kernels = {path[:-1]: tuple(getattr(v, "shape", v)) for path, v in flat.items() if path[-1] == "kernel"}
     nominal = deploy_layer_kernels(model, input_shape)
     classifier = kernels.get((CLASSIFIER,))
     num_classes = classifier[-1] if classifier is not None else model.num_classes
+    fallback = model.clone(num_classes=int(num_classes))
     widths = []
     for layer, shape in nominal.items():
         if layer == (CLASSIFIER,):
             continue
         width = _layer_width(layer, kernels)
-        if width is not None and width != shape[-1]:
+        if width is None:  # another structure: loading the nominal model names what is missing
+            return fallback
+        if width != shape[-1]:
             widths.append(("/".join(layer), int(width)))
-    return model.clone(num_classes=int(num_classes), widths=tuple(sorted(widths)))
+    fitted = fallback.clone(widths=tuple(sorted(widths)))
+    try:
+        deploy_layer_kernels(fitted, input_shape)
+    except (TypeError, ValueError):  # widths that do not chain (another structure): as above
+        return fallback
+    return fitted
