@@ -73,3 +73,25 @@ def test_bad_checkpoints_are_refused_with_the_reason(tmp_path, capsys, weights):
                  "--workdir", str(tmp_path / "c")]) == 2
     assert "1000 classes" in capsys.readouterr().out
     assert not (tmp_path / "c" / "network").exists()
+
+
+def test_timm_repvgg_keeps_its_branches_through_import_and_fuses(tmp_path, capsys):
+    """The train-time RepVGG (3x3, 1x1 and identity branches) is imported as RepNAS blocks
+    with that branch mask, evaluated, fused into plain 3x3 convs and exported to ONNX."""
+    from torch_zoo import timm
+
+    torch.manual_seed(0)
+    module = timm.create_model("repvgg_a0", num_classes=10).eval()
+    path = tmp_path / "repvgg.pth"
+    torch.save(module.state_dict(), path)
+    workdir = tmp_path / "run"
+    assert main(["import", "timm", "repvgg_a0", "--weights", str(path), "--workdir", str(workdir),
+                 "--config.image_size=32"]) == 0
+    capsys.readouterr()
+    document = json.loads((workdir / "network" / "model.json").read_text())
+    assert document["block"] == "repnas" and len(document["branch_mask"]) == 22
+    assert main(["fuse", "--workdir", str(workdir)]) == 0
+    fused = _last_json(capsys)
+    assert fused["max_abs_logit_diff"] <= 1e-4 * max(1.0, fused["max_abs_logit"])
+    assert main(["export", "onnx", "--workdir", str(workdir), "--output", str(tmp_path / "r.onnx")]) == 0
+    assert _last_json(capsys)["relative_l2"] < 1e-5

@@ -8,8 +8,8 @@ config fine-tunes that network on the config's dataset (default
 ``nas-jax eval --workdir W`` evaluates it, ``nas-jax fuse --workdir W`` writes its deploy
 form, ``nas-jax train --config F --workdir W`` fine-tunes it (resuming at step 0), and
 ``--config.init_from=W/network`` starts any other run from it. The checkpoint's class
-count must be the dataset's. timm RepVGG train-time checkpoints (multi-branch) load
-through the Python API (``nas_jax.interop.from_timm``), not here.
+count must be the dataset's. A timm RepVGG keeps its train-time branches (RepNAS blocks
+with a fixed branch mask, recorded in ``W/network/model.json``); ``fuse`` fuses them.
 """
 from __future__ import annotations
 
@@ -42,9 +42,6 @@ def run(args) -> int:
         print(f"error: {e}")
         return 2
     arch = architecture(args.source, args.name)
-    if arch.block != "plain":
-        print(f"error: {args.source} {args.name} is multi-branch; load it with nas_jax.interop.from_timm")
-        return 2
     data = pipeline_from_config(config, config.eval_split)
     size = data.image_shape[0]
     importer = from_torchvision if args.source == "torchvision" else from_timm
@@ -60,7 +57,7 @@ def run(args) -> int:
     network = os.path.abspath(os.path.join(args.workdir, "network"))
     spec = ZooSpec(arch.zoo_name, model.num_classes, model.width, size)
     save_network(network, spec, model, variables)
-    config.model, config.block, config.width, config.init_from = arch.zoo_name, "plain", model.width, network
+    config.model, config.block, config.width, config.init_from = arch.zoo_name, model.block, model.width, network
     train(config, args.workdir, stop_at_step=0, progress_bar=False)
     print(json.dumps({"workdir": os.path.abspath(args.workdir), "network": network, "model": arch.zoo_name,
                       "num_classes": model.num_classes, "widths": [list(w) for w in model.widths]}))

@@ -7,8 +7,9 @@ input axis) and builds the plain zoo model with per-layer width overrides
 (``BlockSpec.widths``; depthwise layers follow their input). With the same BatchNorm
 statistics it computes what ``masked_apply`` computes for that configuration.
 
-On disk (``save_network`` / ``load_network``): ``model.json`` (the ``ZooSpec`` and the
-``widths`` overrides) and ``variables.npz`` (one array per variable, keyed by its
+On disk (``save_network`` / ``load_network``): ``model.json`` (the ``ZooSpec``, the
+``widths`` overrides, the ``block`` kind and a RepNAS ``branch_mask``, as ``nas-jax
+import`` writes a timm RepVGG) and ``variables.npz`` (one array per variable, keyed by its
 ``/``-joined path, e.g. ``params/stage0/conv1/conv/kernel``).
 """
 from __future__ import annotations
@@ -66,7 +67,8 @@ def export_network(spec: ZooSpec, graph: LayerGraph, variables, channels) -> Tup
 def save_network(directory: str, spec: ZooSpec, model: nn.Module, variables) -> None:
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "model.json"), "w") as f:
-        json.dump({**spec.to_json(), "widths": [list(w) for w in model.widths]}, f, indent=1)
+        json.dump({**spec.to_json(), "widths": [list(w) for w in model.widths], "block": model.block,
+                   "branch_mask": [[path, list(mask)] for path, mask in model.branch_mask]}, f, indent=1)
     flat = traverse_util.flatten_dict(variables, sep="/")
     np.savez(os.path.join(directory, "variables.npz"), **{k: np.asarray(v) for k, v in flat.items()})
 
@@ -78,4 +80,6 @@ def load_network(directory: str) -> Tuple[ZooSpec, nn.Module, dict]:
     spec = ZooSpec.from_json(doc)
     with np.load(os.path.join(directory, "variables.npz")) as data:
         variables = traverse_util.unflatten_dict({k: data[k] for k in data.files}, sep="/")
-    return spec, spec.model("plain", tuple((p, int(c)) for p, c in doc["widths"])), variables
+    model = spec.model(doc.get("block", "plain"), tuple((p, int(c)) for p, c in doc["widths"]))
+    mask = tuple((path, tuple(bool(b) for b in m)) for path, m in doc.get("branch_mask", []))
+    return spec, model.clone(branch_mask=mask), variables
