@@ -95,3 +95,26 @@ def test_timm_repvgg_keeps_its_branches_through_import_and_fuses(tmp_path, capsy
     assert fused["max_abs_logit_diff"] <= 1e-4 * max(1.0, fused["max_abs_logit"])
     assert main(["export", "onnx", "--workdir", str(workdir), "--output", str(tmp_path / "r.onnx")]) == 0
     assert _last_json(capsys)["relative_l2"] < 1e-5
+
+
+def test_fine_tuning_with_branches_starts_from_the_imported_function(tmp_path, capsys, weights):
+    """``--config.init_from=W/network --config.block=dbb``: the run's initial DBB network
+    computes what the imported torchvision network computes."""
+    import jax
+
+    from nas_jax.train.config import default_config
+    from nas_jax.train.loop import classification_task_from_config
+
+    path, module = weights
+    workdir = tmp_path / "run"
+    assert main(["import", "torchvision", "resnet18", "--weights", str(path), "--workdir", str(workdir),
+                 "--config.image_size=32"]) == 0
+    capsys.readouterr()
+    config = default_config()
+    config.init_from, config.block = str(workdir / "network"), "dbb"
+    task = classification_task_from_config(config, 10)
+    assert task.model.block == "dbb"
+    x = torch.randn(2, 3, 32, 32)
+    ours = jax.jit(task.model.apply)(task.initial_variables, x.numpy().transpose(0, 2, 3, 1))
+    with torch.no_grad():
+        assert rel_l2(ours, module(x).numpy()) < 1e-5

@@ -111,7 +111,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.weight_decay, c.warmup_steps, c.grad_clip_norm = 1e-4, 0, 0.0
     c.adam_b1, c.adam_b2 = 0.9, 0.999
     c.label_smoothing = 0.0
-    # fine-tune: a directory written by `nas-jax prune export` (replaces model/width)
+    # fine-tune: a network directory (`nas-jax prune export` / `nas-jax import`; replaces
+    # model/width); block dbb or repnas turns a plain network's layers into branches
+    # that start as the same function
     c.init_from = ""
     c.seed = 0
     # skip XLA's algebraic simplifier for the steps on the CPU (nas_jax.train.step)

@@ -26,6 +26,7 @@ import numpy as np
 
 from nas_jax.data import Pipeline, create_pipeline
 from nas_jax.models import create_model
+from nas_jax.rep.from_plain import branches_from_plain
 from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.config import config_from_json, config_to_json
 from nas_jax.train.observe import RunLogger
@@ -44,8 +45,10 @@ def model_from_config(config, num_classes: int):
 
 def classification_task_from_config(config, num_classes: int) -> ClassificationTask:
     """The supervised task of ``config``: its zoo model from scratch, or, with
-    ``config.init_from`` (a directory written by ``nas-jax prune export``), the exported
-    network at its per-layer widths, starting from its weights (fine-tuning)."""
+    ``config.init_from`` (a network directory: ``nas-jax prune export`` or ``nas-jax import``),
+    that network at its per-layer widths, starting from its weights (fine-tuning); with
+    ``config.block`` dbb or repnas and a plain network, its layers become multi-branch
+    blocks that start computing the same function (``branches_from_plain``)."""
     if not config.init_from:
         return ClassificationTask(model_from_config(config, num_classes), config.label_smoothing)
     from nas_jax.pruning.export import load_network  # the pruning export's on-disk format
@@ -53,6 +56,9 @@ def classification_task_from_config(config, num_classes: int) -> ClassificationT
     spec, model, variables = load_network(config.init_from)
     if spec.num_classes != num_classes:
         raise ValueError(f"{config.init_from} has {spec.num_classes} classes; the dataset has {num_classes}")
+    if config.block in ("dbb", "repnas") and model.block == "plain":  # fine-tune with branches
+        model = model.clone(block=config.block)
+        variables = branches_from_plain(model, variables, input_shape=(1, spec.image_size, spec.image_size, 3))
     return ClassificationTask(model.clone(dtype=jnp.dtype(config.dtype)), config.label_smoothing,
                               initial_variables=variables)
 
