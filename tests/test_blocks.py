@@ -138,5 +138,26 @@ def test_bfloat16_fusion_within_bfloat16_tolerance(block):
     assert rel_l2(unfused16.astype(jnp.float32), y32) < 3e-2
 
 
-def test_primitive_order_is_the_papers():
-    assert PRIMITIVES == ("conv1x1", "avgpool", "conv3x3", "conv1x1_3x3", "conv1x3", "conv3x1")
+def test_primitive_order_is_the_official_codes(parity_dir):
+    """The official RepNAS MixedOp's primitives, in the order it builds ``_ops``, as its
+    golden file records them, and each of our ``_ops_i`` has the official ``_ops.i``'s
+    kernels (window shapes, in HWIO)."""
+    import json
+
+    from nas_jax.interop.names import oihw_to_hwio
+    from nas_jax.rep.blocks import OFFICIAL_PRIMITIVES
+
+    with np.load(parity_dir / "repnas_s2_all.npz") as golden:
+        config = json.loads(str(golden["meta"]))["config"]
+        official = {k[len("sd/"):]: golden[k].shape for k in golden.files
+                    if k.startswith("sd/_ops.") and k.endswith(".weight") and golden[k].ndim == 4}
+    assert tuple(config["primitives"]) == OFFICIAL_PRIMITIVES
+    assert len(PRIMITIVES) == len(OFFICIAL_PRIMITIVES)
+    block = RepNASBlock(config["out_channels"], config["stride"], config["groups"])
+    x = jnp.zeros((1, 9, 9, config["in_channels"]))
+    params = jax.eval_shape(block.init, jax.random.key(0), x)["params"]
+    for i in range(len(PRIMITIVES)):
+        theirs = sorted(oihw_to_hwio(np.zeros(shape)).shape for name, shape in official.items()
+                        if name.startswith(f"_ops.{i}."))
+        ours = sorted(leaf.shape for leaf in jax.tree.leaves(params[f"_ops_{i}"]) if leaf.ndim == 4)
+        assert ours == theirs, (i, PRIMITIVES[i])

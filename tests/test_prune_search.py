@@ -1,6 +1,8 @@
 """Width search (nas_jax.pruning.search): exact vectorised costs, budgets, batched ==
 one-at-a-time evaluation, every searcher within budget, reproducible and resumable
 searches. A tiny ResNet-18 PruningNet with random generator weights on digits."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -57,7 +59,7 @@ def search_config(**changes):
 
 def search(method, directory, evaluator, params, s=None, budget="flops=0.4", log=None, latency=None):
     s = s or search_config()
-    sp = SearchSpace(TASK.graph, TASK.grid, Budget.parse(budget, s.budget_mode), latency)
+    sp = SearchSpace(TASK.graph, TASK.grid, Budget.parse(budget, s.budget_mode, s.penalty), latency)
     settings = {"method": method, "budget": budget, "seed": s.seed, "search": s.to_dict()}
     best = run_search(sp, evaluator, make_searcher(method, sp, s, TASK, params), str(directory), settings,
                       s.evaluations, s.checkpoint_every, log)
@@ -120,8 +122,26 @@ def test_every_searcher_respects_its_budget(tmp_path, evaluator, params, method)
         assert best["evaluations"] == (1 if method == "uniform" else 12)
 
 
-def test_penalty_budget_returns_a_configuration_within_budget(tmp_path, evaluator, params):
-    _, best = search("rl", tmp_path, evaluator, params, search_config(budget_mode="penalty", penalty=5.0))
+def test_penalty_budget_scores_over_budget_candidates_lower():
+    """Score = accuracy - penalty * relative excess over the budget; a hard budget scores
+    the accuracy alone (it clamps instead)."""
+    sp = SearchSpace(TASK.graph, TASK.grid, Budget.parse("flops=0.4", "penalty", 5.0))
+    full = np.full((1, sp.num_groups), sp.num_choices - 1)
+    small = np.zeros((1, sp.num_groups), np.int64)
+    choices = np.concatenate([full, small])
+    assert not sp.fits(full)[0] and sp.fits(small)[0]
+    scores = sp.score([0.9, 0.9], choices)
+    excess = sp.costs(full)["flops"][0] / sp.limit - 1.0
+    np.testing.assert_allclose(scores, [0.9 - 5.0 * excess, 0.9])
+    np.testing.assert_array_equal(space(mode="hard").score([0.9, 0.9], choices), [0.9, 0.9])
+    np.testing.assert_array_equal(sp.constrain(full), full)  # left as proposed
+
+
+def test_penalty_search_explores_beyond_the_budget_and_returns_one_within(tmp_path, evaluator, params):
+    sp, best = search("random", tmp_path, evaluator, params, search_config(budget_mode="penalty", penalty=5.0))
+    assert sp.budget.penalty == 5.0
+    proposed = json.loads((tmp_path / "state.json").read_text())["history"]["columns"]["flops_ratio"]
+    assert max(proposed) > 0.4  # over-budget candidates were evaluated (a hard budget clamps them)
     assert best["flops_ratio"] <= 0.4
 
 

@@ -16,7 +16,6 @@ from flax import traverse_util
 
 from nas_jax.interop import names
 
-StateDict = Mapping[str, np.ndarray]
 CHECKPOINT_WRAPPER_KEYS = ("state_dict", "model")
 DATA_PARALLEL_PREFIX = "module."
 NPZ_STATE_DICT_PREFIX = "sd/"

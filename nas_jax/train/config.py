@@ -75,12 +75,6 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     return config
 
 
-def split_overrides(args: Iterable[str]):
-    """``(overrides, others)``: the ``--config.*`` items of a command line and the rest."""
-    args = list(args)
-    return [a for a in args if a.startswith(OVERRIDE_PREFIX)], [a for a in args if not a.startswith(OVERRIDE_PREFIX)]
-
-
 def config_to_json(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json())
 
