@@ -34,11 +34,11 @@ from prune_digits_table import finetune_test_accuracy  # noqa: E402
 
 from nas_jax.cli import main as nas_jax  # noqa: E402
 from nas_jax.models import create_model  # noqa: E402
+from nas_jax.models.network import ZooSpec  # noqa: E402
 from nas_jax.pruning.draw import draw_graph  # noqa: E402
-from nas_jax.pruning.graph import build_layer_graph  # noqa: E402
+from nas_jax.pruning.graph import build_layer_graph, zoo_graph  # noqa: E402
 from nas_jax.pruning.run import export_from_workdir, load_run_config  # noqa: E402
 from nas_jax.pruning.search.setup import SearchContext  # noqa: E402
-from nas_jax.pruning.zoo import ZooSpec  # noqa: E402
 from nas_jax.train.config import apply_overrides, load_config  # noqa: E402
 from nas_jax.train.loop import pipeline_from_config  # noqa: E402
 
@@ -78,7 +78,7 @@ def fused_graph(workdir: str, prune_config) -> dict:
     shape = (1, spec.image_size, spec.image_size, 3)
     fused = build_layer_graph(create_model(deploy["model"], block="deploy", num_classes=deploy["num_classes"],
                                            width=deploy["width"]), shape, spec.name)
-    plain = spec.graph()
+    plain = zoo_graph(spec)
     if (fused.layers, fused.edges, fused.groups) != (plain.layers, plain.edges, plain.groups):
         raise RuntimeError("the fused RepNAS network's layer graph differs from the plain model's")
     draw_graph(fused, os.path.join(workdir, "fused_graph.png"))

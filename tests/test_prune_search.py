@@ -18,7 +18,7 @@ from nas_jax.pruning.search.setup import make_searcher
 from nas_jax.pruning.search.space import Budget, SearchSpace
 from nas_jax.pruning.task import PruningTask, evaluate_configuration
 from nas_jax.pruning.widths import WidthGrid, full_channels
-from nas_jax.pruning.zoo import ZooSpec
+from nas_jax.models.network import ZooSpec
 
 TASK = PruningTask(ZooSpec("resnet18", 10, 0.125, 32), WidthGrid.arange(0.25, 1.0, 0.25), gcn_features=8,
                    generator_hidden=4)

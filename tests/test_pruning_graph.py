@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 from hypothesis import Phase, given, settings, strategies as st
 
+from nas_jax.models.network import ZooSpec
 from nas_jax.pruning.cost import network_cost
 from nas_jax.pruning.export import width_overrides
-from nas_jax.pruning.graph import IMAGE, build_layer_graph
+from nas_jax.pruning.graph import IMAGE, build_layer_graph, zoo_graph
 from nas_jax.pruning.widths import (WidthGrid, group_channels, load_widths, sample_ratios, save_widths,
                                     uniform_ratios)
-from nas_jax.pruning.zoo import ZooSpec
 
 SIZE = 32
 GRID = WidthGrid.arange(0.1, 1.0, 0.1)
 SPECS = {name: ZooSpec(name, 10, width, SIZE) for name, width in
          [("resnet18", 0.25), ("resnet50", 0.125), ("mobilenet_v1", 0.25), ("mobilenet_v2", 0.25),
           ("repvgg_a0", 0.25)]}
-GRAPHS = {(name, block): spec.graph(block) for name, spec in SPECS.items() for block in ("plain", "deploy")}
+GRAPHS = {(name, block): zoo_graph(spec, block) for name, spec in SPECS.items() for block in ("plain", "deploy")}
 SETTINGS = settings(max_examples=8, deadline=None, phases=(Phase.explicit, Phase.generate))
 
 
@@ -151,7 +151,7 @@ def test_bad_widths_are_refused(tmp_path):
     path.write_text(json.dumps({**doc, "groups": {**doc["groups"], "stage9/conv1": 0.5}}))
     with pytest.raises(ValueError, match="unknown groups \\['stage9/conv1'\\]"):
         load_widths(path, graph, GRID)
-    other = ZooSpec("resnet18", 10, 0.5, SIZE).graph()
+    other = zoo_graph(ZooSpec("resnet18", 10, 0.5, SIZE))
     save_widths(path, other, uniform_ratios(other, 0.5))
     with pytest.raises(ValueError, match="other full widths"):
         load_widths(path, graph, GRID)
@@ -161,7 +161,7 @@ def test_bad_widths_are_refused(tmp_path):
 
 def test_unknown_models_are_refused():
     with pytest.raises(ValueError, match="unknown model 'vgg16'"):
-        ZooSpec("vgg16", 10, 1.0, SIZE).graph()
+        zoo_graph(ZooSpec("vgg16", 10, 1.0, SIZE))
 
     class NoClassifier(nn.Module):
         @nn.compact

@@ -10,12 +10,13 @@ import pytest
 from hypothesis import Phase, given, settings, strategies as st
 
 from nas_jax.cli import main
+from nas_jax.models.network import ZooSpec, load_network, save_network
 from nas_jax.pruning import masked
-from nas_jax.pruning.export import export_network, load_network, save_network
+from nas_jax.pruning.export import export_network
+from nas_jax.pruning.graph import zoo_graph
 from nas_jax.pruning.pruningnet import expand
 from nas_jax.pruning.task import PruningTask, configuration_variables
 from nas_jax.pruning.widths import WidthGrid, full_channels, sample_ratios, save_widths, uniform_ratios
-from nas_jax.pruning.zoo import ZooSpec
 from nas_jax.train.task import cross_entropy
 from helpers import as_float64
 from reference import rel_l2
@@ -178,7 +179,7 @@ def test_train_then_export_commands(tmp_path, capsys):
     assert set(report["accuracy_by_width"]) == {"0.5", "1"}
     assert report["flops_by_width"]["0.5"] < report["flops_by_width"]["1"]
     spec = ZooSpec("resnet18", 10, 0.125, SIZE)
-    graph = spec.graph()
+    graph = zoo_graph(spec)
     save_widths(tmp_path / "w.json", graph, uniform_ratios(graph, 0.5))
     assert main(["prune", "export", "--workdir", str(workdir), "--widths", str(tmp_path / "w.json"),
                  "--out", str(out)]) == 0
@@ -204,8 +205,8 @@ def test_train_then_export_commands(tmp_path, capsys):
     assert fused["accuracy_deploy"] == fused["accuracy_trained"]
     deploy = json.loads((tmp_path / "ft" / "deploy.json").read_text())
     assert dict(map(tuple, deploy["widths"])) == dict(load_network(out)[1].widths)
-    save_widths(tmp_path / "bad.json", ZooSpec("mobilenet_v1", 10, 0.125, SIZE).graph(),
-                uniform_ratios(ZooSpec("mobilenet_v1", 10, 0.125, SIZE).graph(), 0.5))
+    save_widths(tmp_path / "bad.json", zoo_graph(ZooSpec("mobilenet_v1", 10, 0.125, SIZE)),
+                uniform_ratios(zoo_graph(ZooSpec("mobilenet_v1", 10, 0.125, SIZE)), 0.5))
     assert main(["prune", "export", "--workdir", str(workdir), "--widths", str(tmp_path / "bad.json"),
                  "--out", str(out)]) == 2
 

@@ -53,7 +53,7 @@ def _fused_run(workdir):
 
 
 def _network(directory):
-    from nas_jax.pruning.export import load_network
+    from nas_jax.models.network import load_network
 
     spec, model, variables = load_network(directory)
     return model, variables, (spec.image_size, spec.image_size, 3)

@@ -30,8 +30,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from nas_jax.interop.third_party import architecture, from_timm, from_torchvision
-    from nas_jax.pruning.export import save_network
-    from nas_jax.pruning.zoo import ZooSpec
+    from nas_jax.models.network import ZooSpec, save_network
     from nas_jax.train.config import ConfigError, apply_overrides, default_config, load_config
     from nas_jax.train.loop import pipeline_from_config, train
 

@@ -54,9 +54,10 @@ def run(args) -> int:
 def run_graph(args) -> int:
     from nas_jax.pruning.draw import draw_graph
     from nas_jax.pruning.widths import save_widths, uniform_ratios
-    from nas_jax.pruning.zoo import ZooSpec
+    from nas_jax.models.network import ZooSpec
+    from nas_jax.pruning.graph import zoo_graph
 
-    graph = ZooSpec(args.model, args.num_classes, args.width, args.image_size).graph(args.block)
+    graph = zoo_graph(ZooSpec(args.model, args.num_classes, args.width, args.image_size), args.block)
     draw_graph(graph, args.out)
     for group in graph.groups:
         layers = ", ".join(graph.layers[i].path for i in group.layers)

@@ -6,16 +6,10 @@ BatchNorm vectors and conv biases on the output axis, the classifier's kernel on
 input axis) and builds the plain zoo model with per-layer width overrides
 (``BlockSpec.widths``; depthwise layers follow their input). With the same BatchNorm
 statistics it computes what ``masked_apply`` computes for that configuration.
-
-On disk (``save_network`` / ``load_network``): ``model.json`` (the ``ZooSpec``, the
-``widths`` overrides, the ``block`` kind and a RepNAS ``branch_mask``, as ``nas-jax
-import`` writes a timm RepVGG) and ``variables.npz`` (one array per variable, keyed by its
-``/``-joined path, e.g. ``params/stage0/conv1/conv/kernel``).
+It is written to disk with ``nas_jax.models.network.save_network``.
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Tuple
 
 import flax.linen as nn
@@ -25,7 +19,7 @@ from flax import traverse_util
 
 from nas_jax.pruning.cost import layer_widths
 from nas_jax.pruning.graph import LayerGraph
-from nas_jax.pruning.zoo import ZooSpec
+from nas_jax.models.network import ZooSpec
 
 
 def width_overrides(graph: LayerGraph, channels) -> Tuple[Tuple[str, int], ...]:
@@ -62,24 +56,3 @@ def crop_variables(graph: LayerGraph, variables, channels) -> dict:
 def export_network(spec: ZooSpec, graph: LayerGraph, variables, channels) -> Tuple[nn.Module, dict]:
     """(plain zoo model at ``channels``, its cropped variables)."""
     return spec.model("plain", width_overrides(graph, channels)), crop_variables(graph, variables, channels)
-
-
-def save_network(directory: str, spec: ZooSpec, model: nn.Module, variables) -> None:
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "model.json"), "w") as f:
-        json.dump({**spec.to_json(), "widths": [list(w) for w in model.widths], "block": model.block,
-                   "branch_mask": [[path, list(mask)] for path, mask in model.branch_mask]}, f, indent=1)
-    flat = traverse_util.flatten_dict(variables, sep="/")
-    np.savez(os.path.join(directory, "variables.npz"), **{k: np.asarray(v) for k, v in flat.items()})
-
-
-def load_network(directory: str) -> Tuple[ZooSpec, nn.Module, dict]:
-    """(spec, pruned plain model, variables) written by ``save_network``."""
-    with open(os.path.join(directory, "model.json")) as f:
-        doc = json.load(f)
-    spec = ZooSpec.from_json(doc)
-    with np.load(os.path.join(directory, "variables.npz")) as data:
-        variables = traverse_util.unflatten_dict({k: data[k] for k in data.files}, sep="/")
-    model = spec.model(doc.get("block", "plain"), tuple((p, int(c)) for p, c in doc["widths"]))
-    mask = tuple((path, tuple(bool(b) for b in m)) for path, m in doc.get("branch_mask", []))
-    return spec, model.clone(branch_mask=mask), variables

@@ -32,6 +32,7 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 from jax.extend import core as jex_core
 
+from nas_jax.models.network import ZooSpec
 from nas_jax.rep.blocks import ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock
 
 LAYER_TYPES = (ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock, nn.Conv, nn.Dense)
@@ -239,3 +240,8 @@ def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 22
     layers = tuple(Layer(producers=producers[i], group=order.index(roots[i]), **f) for i, f in enumerate(found))
     edges = tuple((i, j) for j, srcs in enumerate(producers) for i in srcs if i != IMAGE)
     return LayerGraph(model_name, tuple(input_shape), layers, edges, tuple(groups))
+
+
+def zoo_graph(spec: ZooSpec, block: str = "plain") -> LayerGraph:
+    """The layer graph of ``spec``'s zoo model at ``block`` on its image size."""
+    return build_layer_graph(spec.model(block), (1, spec.image_size, spec.image_size, 3), spec.name)

@@ -12,12 +12,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nas_jax.models.network import ZooSpec, save_network
 from nas_jax.pruning.cost import network_cost
-from nas_jax.pruning.export import export_network, save_network
+from nas_jax.pruning.export import export_network
 from nas_jax.pruning.masked import masked_apply
 from nas_jax.pruning.task import PruningTask, configuration_variables, evaluate_configuration
 from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels, load_widths, uniform_ratios
-from nas_jax.pruning.zoo import ZooSpec
 from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.config import apply_overrides, config_from_json, load_config
 from nas_jax.train.loop import CHECKPOINT_DIR, example_batch, pipeline_from_config, total_steps

@@ -27,10 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nas_jax.models.network import ZooSpec
 from nas_jax.pruning import masked
+from nas_jax.pruning.graph import zoo_graph
 from nas_jax.pruning.pruningnet import PruningNet
 from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels, sample_ratios
-from nas_jax.pruning.zoo import ZooSpec
 from nas_jax.train.task import Task, cross_entropy
 
 
@@ -48,7 +49,7 @@ class PruningTask(Task):
             raise ValueError(f"configurations_per_step must be >= 1, not {configurations_per_step}")
         self.spec, self.grid, self.label_smoothing = spec, grid, label_smoothing
         self.configurations_per_step = configurations_per_step
-        self.graph = spec.graph()
+        self.graph = zoo_graph(spec)
         self.model = spec.model() if dtype is None else spec.model().clone(dtype=jnp.dtype(dtype))
         self.net = PruningNet(self.graph, gcn_features, gcn_depth, generator_hidden)
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from nas_jax.data import Pipeline, create_pipeline
 from nas_jax.models import create_model
+from nas_jax.models.network import load_network
 from nas_jax.rep.from_plain import branches_from_plain
 from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.config import config_from_json, config_to_json
@@ -51,8 +52,6 @@ def classification_task_from_config(config, num_classes: int) -> ClassificationT
     blocks that start computing the same function (``branches_from_plain``)."""
     if not config.init_from:
         return ClassificationTask(model_from_config(config, num_classes), config.label_smoothing)
-    from nas_jax.pruning.export import load_network  # the pruning export's on-disk format
-
     spec, model, variables = load_network(config.init_from)
     if spec.num_classes != num_classes:
         raise ValueError(f"{config.init_from} has {spec.num_classes} classes; the dataset has {num_classes}")

@@ -1,0 +1,67 @@
+"""A zoo network on disk: which zoo model, at which widths, with which variables.
+
+``ZooSpec`` names a zoo model (``name``, ``num_classes``, nominal ``width``) and the square
+NHWC image size it runs on. A network directory (``save_network`` / ``load_network``), as
+``nas-jax prune export`` and ``nas-jax import`` write it and ``config.init_from`` reads it:
+``model.json`` (the ``ZooSpec``, the per-layer ``widths`` overrides, the ``block`` kind and
+a RepNAS ``branch_mask``) and ``variables.npz`` (one array per variable, keyed by its
+``/``-joined path, e.g. ``params/stage0/conv1/conv/kernel``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Tuple
+
+import flax.linen as nn
+import numpy as np
+from flax import traverse_util
+
+from nas_jax.models import create_model
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooSpec:
+    """A zoo model by ``name`` at ``width`` with ``num_classes`` outputs, on square NHWC
+    images of ``image_size`` (FLOPs depend on it)."""
+    name: str
+    num_classes: int = 1000
+    width: float = 1.0
+    image_size: int = 224
+
+    def model(self, block: str = "plain", widths: Tuple[Tuple[str, int], ...] = ()) -> nn.Module:
+        """The zoo model; ``widths`` overrides layer output widths (a pruned network)."""
+        return create_model(self.name, block=block, num_classes=self.num_classes, width=self.width,
+                            widths=tuple(widths))
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "ZooSpec":
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
+
+
+def save_network(directory: str, spec: ZooSpec, model: nn.Module, variables) -> None:
+    """Writes ``model`` (``spec``'s zoo model at its widths, block kind and branch mask)
+    and its ``variables`` to ``directory``."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "model.json"), "w") as f:
+        json.dump({**spec.to_json(), "widths": [list(w) for w in model.widths], "block": model.block,
+                   "branch_mask": [[path, list(mask)] for path, mask in model.branch_mask]}, f, indent=1)
+    flat = traverse_util.flatten_dict(variables, sep="/")
+    np.savez(os.path.join(directory, "variables.npz"), **{k: np.asarray(v) for k, v in flat.items()})
+
+
+def load_network(directory: str) -> Tuple[ZooSpec, nn.Module, dict]:
+    """(spec, model at its widths, block kind and branch mask, variables) written by
+    ``save_network``."""
+    with open(os.path.join(directory, "model.json")) as f:
+        doc = json.load(f)
+    spec = ZooSpec.from_json(doc)
+    with np.load(os.path.join(directory, "variables.npz")) as data:
+        variables = traverse_util.unflatten_dict({k: data[k] for k in data.files}, sep="/")
+    model = spec.model(doc.get("block", "plain"), tuple((p, int(c)) for p, c in doc["widths"]))
+    mask = tuple((path, tuple(bool(b) for b in m)) for path, m in doc.get("branch_mask", []))
+    return spec, model.clone(branch_mask=mask), variables
