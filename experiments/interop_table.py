@@ -10,30 +10,15 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from nas_jax import branches_from_plain, create_model, fuse_params  # noqa: E402
 from nas_jax.interop import from_timm, from_torchvision, resize_torch_module, to_timm, to_torchvision  # noqa: E402
 from nas_jax.interop.onnx_export import export_onnx  # noqa: E402
+from helpers import randomize  # noqa: E402
 from reference import rel_l2  # noqa: E402
-from torch_zoo import timm, torch, torchvision  # noqa: E402
+from torch_zoo import as_torch, random_eval, timm, torch_out, torchvision  # noqa: E402
 
 SIZE = 64
-
-
-def random_eval(module):
-    torch.manual_seed(0)
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.normal_(0, 0.2), m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5), m.bias.normal_(0, 0.2)
-    return module.eval()
-
-
-def torch_out(module, x):
-    with torch.no_grad():
-        return module(torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())).numpy()
 
 
 def main():
@@ -52,7 +37,7 @@ def main():
         expected = torch_out(module, x)
         rows.append((f"{source} `{name}` in", f"`from_{source}`", rel_l2(jax.jit(model.apply)(variables, x), expected)))
         again = build()
-        again.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in exporter(name, variables).items()}, strict=True)
+        again.load_state_dict(as_torch(exporter(name, variables)), strict=True)
         rows.append((f"zoo -> {source} `{name}` (strict load)", f"`to_{source}`", rel_l2(torch_out(again.eval(), x), expected)))
         if name == "resnet18":
             dbb = model.clone(block="dbb")
@@ -60,13 +45,12 @@ def main():
             rows.append(("torchvision `resnet18` -> DBB at step 0", "`branches_from_plain`",
                          rel_l2(jax.jit(dbb.apply)(dbb_variables, x), expected)))
     dbb = create_model("resnet18", block="dbb", num_classes=10, width=0.5)
-    from helpers import randomize
     v = randomize(jax.eval_shape(dbb.init, jax.random.key(0), x), 3)
     deploy_model, deploy = fuse_params(dbb, v, input_shape=x.shape)
     module = torchvision.models.resnet18(num_classes=10)
     state_dict = to_torchvision("resnet18", deploy)
     resize_torch_module(module, state_dict)
-    module.load_state_dict({k: torch.from_numpy(a) for k, a in state_dict.items()}, strict=True)
+    module.load_state_dict(as_torch(state_dict), strict=True)
     rows.append(("fused DBB ResNet-18 x0.5 -> torchvision (resized, strict load)", "`to_torchvision` + `resize_torch_module`",
                  rel_l2(torch_out(module.eval(), x), jax.jit(dbb.apply)(v, x))))
     result = export_onnx(deploy_model, deploy, "/tmp/interop_table.onnx", (2, SIZE, SIZE, 3))

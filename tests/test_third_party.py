@@ -9,33 +9,11 @@ from hypothesis import given, settings, strategies as st
 from nas_jax import branches_from_plain, create_model, fuse_params
 from nas_jax.interop import (StateDictMismatchError, from_timm, from_torchvision, resize_torch_module, to_timm,
                              to_torchvision)
+from helpers import randomize
 from reference import rel_l2
-from torch_zoo import timm, torch, torchvision
+from torch_zoo import as_torch, random_eval, timm, torch, torch_out, torchvision
 
 SIZE = 64
-
-
-def _random_eval(module, seed=0):
-    """``module`` with random BatchNorm affine parameters and running statistics, in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.copy_(0.2 * torch.randn(m.num_features, generator=generator))
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=generator))
-                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=generator))
-                m.bias.copy_(0.2 * torch.randn(m.num_features, generator=generator))
-    return module.eval()
-
-
-def _torch_out(module, x):
-    with torch.no_grad():
-        return module(torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())).numpy()
-
-
-def _as_torch(state_dict):
-    return {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +33,15 @@ CASES = [
 
 @pytest.mark.parametrize("source,name,build", CASES, ids=[f"{s}-{n}" for s, n, _ in CASES])
 def test_weights_in_compute_what_pytorch_computes_and_go_back_out(x, source, name, build):
-    module = _random_eval(build())
+    module = random_eval(build())
     importer, exporter = (from_torchvision, to_torchvision) if source == "torchvision" else (from_timm, to_timm)
     model, variables = importer(name, module.state_dict(), (1, SIZE, SIZE, 3))
-    expected = _torch_out(module, x)
+    expected = torch_out(module, x)
     assert rel_l2(jax.jit(model.apply)(variables, x), expected) < 1e-5
     # and back: the class loads the exported state_dict strictly and computes the same
     again = build()
-    again.load_state_dict(_as_torch(exporter(name, variables)), strict=True)
-    assert rel_l2(_torch_out(again.eval(), x), expected) < 1e-5
+    again.load_state_dict(as_torch(exporter(name, variables)), strict=True)
+    assert rel_l2(torch_out(again.eval(), x), expected) < 1e-5
 
 
 def test_torchvision_mobilenet_v2_at_a_width_reads_its_widths():
@@ -90,12 +68,12 @@ def test_pruned_network_loads_into_the_torchvision_class_strictly(x, seed):
         if s:
             widths.append((f"stage{s + 1}_0/shortcut", stage_widths[s]))
     pruned = plain.clone(widths=tuple(sorted(widths)))
-    variables = _randomize(pruned.init(jax.random.key(seed % 1000), x), seed)
+    variables = randomize(pruned.init(jax.random.key(seed % 1000), x), seed)
     module = torchvision.models.resnet18(num_classes=10)
     state_dict = to_torchvision("resnet18", variables)
     resize_torch_module(module, state_dict)
-    module.load_state_dict(_as_torch(state_dict), strict=True)
-    assert rel_l2(_torch_out(module.eval(), x), jax.jit(pruned.apply)(variables, x)) < 1e-5
+    module.load_state_dict(as_torch(state_dict), strict=True)
+    assert rel_l2(torch_out(module.eval(), x), jax.jit(pruned.apply)(variables, x)) < 1e-5
     model, _ = from_torchvision("resnet18", state_dict, (1, SIZE, SIZE, 3))
     assert dict(model.widths) == {p: w for p, w in widths if w != dict(_nominal_widths())[p]}
 
@@ -109,16 +87,11 @@ def _nominal_widths():
     return widths
 
 
-def _randomize(variables, seed):
-    from helpers import randomize
-    return randomize(variables, seed)
-
-
 def test_fused_dbb_network_loads_into_torchvision(x):
     """A DBB ResNet-18 fused by ``fuse_params`` -> the torchvision class (conv + an identity
     BatchNorm carrying the bias) computes the multi-branch network's outputs."""
     model = create_model("resnet18", block="dbb", num_classes=10, width=0.5)
-    variables = _randomize(jax.eval_shape(model.init, jax.random.key(0), x), 3)
+    variables = randomize(jax.eval_shape(model.init, jax.random.key(0), x), 3)
     variables = jax.tree.map(jnp.asarray, variables)
     expected = jax.jit(model.apply)(variables, x)
     with pytest.raises(ValueError, match="fuse them first"):
@@ -127,18 +100,18 @@ def test_fused_dbb_network_loads_into_torchvision(x):
     state_dict = to_torchvision("resnet18", deploy)
     module = torchvision.models.resnet18(num_classes=10)
     resize_torch_module(module, state_dict)
-    module.load_state_dict(_as_torch(state_dict), strict=True)
-    assert rel_l2(_torch_out(module.eval(), x), expected) < 1e-5
+    module.load_state_dict(as_torch(state_dict), strict=True)
+    assert rel_l2(torch_out(module.eval(), x), expected) < 1e-5
 
 
 @pytest.mark.parametrize("block", ["dbb", "repnas"])
 def test_branches_start_from_torchvision_weights(x, block):
     """torchvision ResNet-18 -> plain zoo -> DBB / RepNAS with the same function at step 0."""
-    module = _random_eval(torchvision.models.resnet18(num_classes=10))
+    module = random_eval(torchvision.models.resnet18(num_classes=10))
     plain, variables = from_torchvision("resnet18", module.state_dict(), (1, SIZE, SIZE, 3))
     branched = plain.clone(block=block)
     branch_variables = branches_from_plain(branched, variables, input_shape=(1, SIZE, SIZE, 3))
-    assert rel_l2(jax.jit(branched.apply)(branch_variables, x), _torch_out(module, x)) < 1e-5
+    assert rel_l2(jax.jit(branched.apply)(branch_variables, x), torch_out(module, x)) < 1e-5
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "repvgg_a0"])  # depthwise DBB; every RepNAS primitive
@@ -147,7 +120,7 @@ def test_branches_from_plain_compute_the_plain_function(name, block):
     """In train mode (batch statistics) and eval mode; the zero-output branches add exact zeros."""
     x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
     plain = create_model(name, num_classes=10, width=0.25)
-    variables = _randomize(jax.eval_shape(plain.init, jax.random.key(0), x), 5)
+    variables = randomize(jax.eval_shape(plain.init, jax.random.key(0), x), 5)
     branched = plain.clone(block=block)
     branch_variables = branches_from_plain(branched, variables, input_shape=(1, 32, 32, 3))
     for train in (False, True):

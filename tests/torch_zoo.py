@@ -27,7 +27,34 @@ def _declare_missing_ops():
 
 _declare_missing_ops()
 
+import numpy as np  # noqa: E402
 import timm  # noqa: E402
 import torchvision  # noqa: E402
 
-__all__ = ["timm", "torchvision", "torch"]
+
+def random_eval(module, seed=0):
+    """``module`` with random BatchNorm affine parameters and running statistics, in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(0.2 * torch.randn(m.num_features, generator=generator))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=generator))
+                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=generator))
+                m.bias.copy_(0.2 * torch.randn(m.num_features, generator=generator))
+    return module.eval()
+
+
+def torch_out(module, x):
+    """``module``'s output (numpy) for NHWC images ``x`` (run as NCHW)."""
+    with torch.no_grad():
+        return module(torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())).numpy()
+
+
+def as_torch(state_dict):
+    """A numpy state_dict as writable torch tensors."""
+    return {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}
+
+
+__all__ = ["timm", "torchvision", "torch", "random_eval", "torch_out", "as_torch"]

@@ -2,9 +2,9 @@
 
 ``export_onnx(model, variables, path, input_shape)`` traces the eval-mode forward of the
 deploy network with ``jax2onnx`` (a plain conv-BN network is first folded into its deploy
-form by ``fuse_params``, BatchNorm into the conv, as inference engines do; jax2onnx's
-own BatchNorm lowering also mis-lays residual additions out) and runs the file with onnxruntime on a random
-input against the JAX forward. The ONNX input is NHWC float32 like the JAX model's, the
+form by ``fuse_params``, BatchNorm into the conv, as inference engines do; jax2onnx's own
+BatchNorm lowering also mis-lays residual additions out) and runs the file with
+onnxruntime on a random input against the JAX forward. The ONNX input is NHWC float32 like the JAX model's, the
 batch axis symbolic (``B``). A network that still has multi-branch blocks (``block`` dbb
 or repnas) is refused: fuse it first (``fuse_params`` / ``nas-jax fuse``), so that the
 exported graph costs what the plain network costs.
@@ -25,8 +25,9 @@ MULTI_BRANCH_BLOCKS = ("dbb", "repnas")
 
 
 def export_onnx(model, variables, path: str, input_shape: Sequence[int], seed: int = 0) -> dict:
-    """Writes ``path`` (the model's deploy form); returns ``{"path", "input_shape", "relative_l2", "max_abs_diff"}`` of
-    onnxruntime's output against JAX's (float32, highest matmul precision) on one input."""
+    """Writes ``path`` (the model's deploy form); returns ``{"path", "input_shape",
+    "relative_l2", "max_abs_diff"}`` of onnxruntime's output against JAX's (float32,
+    highest matmul precision) on one input."""
     if getattr(model, "block", "plain") in MULTI_BRANCH_BLOCKS:
         raise ValueError(f"the model still has {model.block} blocks: an ONNX export of the training-time "
                          "branches would cost several convs per layer. Fuse it first: "

@@ -233,9 +233,10 @@ def _dbb_model(golden: GoldenFile) -> _Subject:
     # any per-layer channel list: the widths are the tensors' (the official code takes a free list)
     input_shape = golden.arrays["x"].transpose(0, 2, 3, 1).shape
     model = model_at_widths(model, state_dict_param_shapes(golden.prefixed("sd/")), input_shape)
-    if arch == "MobileNetV1" and _mobilenet_v1_channels(model, input_shape) != channels:
-        raise GoldenFileError(f"config channels {channels} disagree with the tensors' widths "
-                              f"{_mobilenet_v1_channels(model, input_shape)}")
+    if arch == "MobileNetV1":
+        widths = _mobilenet_v1_channels(model, input_shape)
+        if widths != channels:
+            raise GoldenFileError(f"config channels {channels} disagree with the tensors' widths {widths}")
     return _Subject(model, model.clone(block="deploy", branch_mask=()), fuse=_fuse_model)
 
 

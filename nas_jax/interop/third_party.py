@@ -23,6 +23,7 @@ stand for indices; the first matching rule wins, both ways.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -69,6 +70,7 @@ REPVGG_PRIMITIVES = tuple(p in ("conv1x1", "conv3x3") for p in PRIMITIVES)  # Re
 _FIELD = re.compile(r"\\\{([a-z])\\\}")
 
 
+@functools.lru_cache(maxsize=None)
 def _compile(prefix: str) -> re.Pattern:
     return re.compile("^" + _FIELD.sub(r"(?P<\1>\\d+)", re.escape(prefix)))
 
@@ -165,8 +167,8 @@ def _import(arch: Architecture, state_dict, input_shape) -> Tuple[object, dict]:
     for name, value in state_dict.items():
         if name.endswith("num_batches_tracked"):
             continue
-        renamed[arch.zoo_name_of(name)] = value
-        original[arch.zoo_name_of(name)] = name
+        zoo_name = arch.zoo_name_of(name)
+        renamed[zoo_name], original[zoo_name] = value, name
     try:
         return _build(arch, renamed, input_shape)
     except StateDictMismatchError as err:  # say it in the checkpoint's own names
@@ -185,9 +187,10 @@ def _build(arch: Architecture, renamed, input_shape) -> Tuple[object, dict]:
         reference = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(input_shape, jnp.float32))
         layers = sorted({path[0] for path in traverse_util.flatten_dict(reference["params"]) if "_ops_2" in path})
         model = model.clone(branch_mask=tuple((layer, arch.branch_mask) for layer in layers))
+    if arch.branch_mask is None:  # every variable comes from the checkpoint: shapes suffice
+        reference = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(input_shape, jnp.float32))
+        return model, torch_to_flax(renamed, reference)
     initial = model.init(jax.random.key(0), jnp.zeros(input_shape, jnp.float32))
-    if arch.branch_mask is None:
-        return model, torch_to_flax(renamed, initial)
     return model, _fill_kept_primitives(renamed, initial, arch.branch_mask)
 
 

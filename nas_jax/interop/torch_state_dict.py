@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from typing import Iterable, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -136,6 +136,16 @@ def split_repnas_supernet(state_dict) -> Tuple[dict, Optional[np.ndarray]]:
     return kept, alphas
 
 
+def flax_tensors(state_dict: Mapping[str, np.ndarray]) -> Dict[str, Tuple[tuple, np.ndarray]]:
+    """``{PyTorch name: (Flax path, Flax-layout array)}`` of every tensor of a state_dict
+    that has a Flax counterpart (a module is a BatchNorm when it has a ``running_mean``)."""
+    batch_norms = {names.split_torch_name(k)[0] for k in state_dict
+                   if names.split_torch_name(k)[1] == "running_mean"}
+    converted = {name: names.torch_tensor_to_flax(name, value, names.split_torch_name(name)[0] in batch_norms)
+                 for name, value in state_dict.items()}
+    return {name: c for name, c in converted.items() if c is not None}
+
+
 def torch_to_flax(state_dict, reference_variables, *, ignore: Iterable[str] = ()) -> dict:
     """Flax variables with the structure of ``reference_variables``, filled from a state_dict.
 
@@ -156,17 +166,11 @@ def torch_to_flax(state_dict, reference_variables, *, ignore: Iterable[str] = ()
         if collection in reference_variables:
             flat = traverse_util.flatten_dict(reference_variables[collection])
             expected.update({(collection,) + path: leaf for path, leaf in flat.items()})
-    batch_norms = {names.split_torch_name(k)[0] for k in state_dict
-                   if names.split_torch_name(k)[1] == "running_mean"}
-
     filled, unexpected, misshaped = {}, [], []
-    for name, value in state_dict.items():
+    for name, (path, array) in flax_tensors(state_dict).items():
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in ignore):
             continue
-        converted = names.torch_tensor_to_flax(name, value, names.split_torch_name(name)[0] in batch_norms)
-        if converted is None:
-            continue
-        path, array = converted
+        value = state_dict[name]
         if path not in expected or path in filled:
             unexpected.append(name)
         elif array.shape != tuple(expected[path].shape):

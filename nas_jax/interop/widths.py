@@ -20,20 +20,14 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from nas_jax.interop import names
+from nas_jax.interop.torch_state_dict import flax_tensors
 
 CLASSIFIER = "linear"
 
 
 def state_dict_param_shapes(state_dict: Mapping) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
     """``{params path: Flax-layout shape}`` of a state_dict in zoo (official) names."""
-    batch_norms = {names.split_torch_name(k)[0] for k in state_dict if k.endswith(".running_mean")}
-    shapes = {}
-    for name, value in state_dict.items():
-        converted = names.torch_tensor_to_flax(name, value, names.split_torch_name(name)[0] in batch_norms)
-        if converted is not None and converted[0][0] == "params":
-            shapes[converted[0][1:]] = converted[1].shape
-    return shapes
+    return {path[1:]: array.shape for path, array in flax_tensors(state_dict).values() if path[0] == "params"}
 
 
 def deploy_layer_kernels(model: nn.Module, input_shape) -> Dict[Tuple[str, ...], Tuple[int, ...]]:

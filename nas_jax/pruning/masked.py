@@ -3,7 +3,8 @@
 The PruningNet's generated weights become the variables of the plain zoo model
 (``zoo_variables``): each conv-BN layer ``P`` gets ``P/conv/kernel`` from its generator and
 an affine-free BatchNorm (``P/bn/scale`` = 1, ``P/bn/bias`` = 0, constants in the
-generated weights' dtype, as MetaPruning's ``affine=False``); the classifier ``linear`` gets its generated kernel and the learnt bias.
+generated weights' dtype, as MetaPruning's ``affine=False``); the classifier ``linear``
+gets its generated kernel and the learnt bias.
 
 ``masked_apply`` runs that model with every layer's output multiplied by its group's
 channel mask (``arange(C) < kept``), after its BatchNorm. BatchNorm normalises each
