@@ -163,19 +163,29 @@ def test_unknown_models_are_refused():
     with pytest.raises(ValueError, match="unknown model 'vgg16'"):
         zoo_graph(ZooSpec("vgg16", 10, 1.0, SIZE))
 
-    class NoClassifier(nn.Module):
+    class NoLayers(nn.Module):
         @nn.compact
         def __call__(self, x, train=False):
-            return nn.Conv(4, (3, 3))(x).mean((1, 2))
+            return x.mean((1, 2))
 
-    with pytest.raises(NotImplementedError, match="no conv layers ending in a classifier"):
-        build_layer_graph(NoClassifier(), (1, SIZE, SIZE, 3))
+    with pytest.raises(NotImplementedError, match="no conv or dense layers"):
+        build_layer_graph(NoLayers(), (1, SIZE, SIZE, 3))
 
-    class Grouped(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=False):
-            return nn.Dense(2)(nn.Conv(8, (3, 3), feature_group_count=2)(nn.Conv(4, (1, 1))(x)).mean((1, 2)))
 
-    with pytest.raises(NotImplementedError, match="grouped convs other than depthwise"):
-        build_layer_graph(Grouped(), (1, SIZE, SIZE, 3))
+class ReversedChannels(nn.Module):
+    """A conv whose input is the previous conv's output with its channels reversed."""
 
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(nn.Conv(8, (3, 3), name="first")(x))
+        return nn.Dense(2, name="head")(nn.Conv(8, (3, 3), name="second")(x[..., ::-1]).mean((1, 2)))
+
+
+def test_an_op_the_graph_cannot_follow_names_the_op_and_the_layer_or_is_kept_full():
+    with pytest.raises(NotImplementedError, match=r"layer second: .*`reversal of the channel axis`.*keep_full"):
+        build_layer_graph(ReversedChannels(), (1, SIZE, SIZE, 3))
+    graph = build_layer_graph(ReversedChannels(), (1, SIZE, SIZE, 3), keep_full=["second"])
+    assert graph.prunable_groups == ()  # "first" feeds the reversal, "second" is kept, "head" is the output
+    assert graph.layers[1].inputs == ((IMAGE, 8),)
+    with pytest.raises(ValueError, match="keep_full names \\['nope'\\]"):
+        build_layer_graph(ReversedChannels(), (1, SIZE, SIZE, 3), keep_full=["nope"])

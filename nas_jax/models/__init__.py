@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+from nas_jax.models.at_widths import AtWidths
+from nas_jax.models.custom import CustomSpec, is_custom
 from nas_jax.models.layers import BLOCK_KINDS, BlockSpec, conv_block, is_searchable
 from nas_jax.models.mobilenet import MobileNetV1, MobileNetV2
 from nas_jax.models.repvgg import REPVGG_CONFIGS, RepVGG
@@ -21,7 +23,19 @@ MODELS = {
 
 
 def create_model(name: str, **kwargs):
-    """A zoo model by name, e.g. ``create_model("resnet18", block="dbb", num_classes=10)``."""
+    """A zoo model by name, e.g. ``create_model("resnet18", block="dbb", num_classes=10)``,
+    or a user's model by ``package.module:function`` (``nas_jax.models.custom``; its
+    ``model_kwargs``, block plain, width 1)."""
+    if is_custom(name):
+        block, width, dtype = kwargs.get("block", "plain"), kwargs.get("width", 1.0), kwargs.get("dtype")
+        if width != 1.0:
+            raise ValueError(f"model {name}: width={width} applies to zoo models only; a user model sets its own "
+                             "widths")
+        if dtype is not None and dtype != "float32":
+            raise ValueError(f"model {name}: dtype={dtype} applies to zoo models only; set the compute dtype "
+                             "inside a user model")
+        spec = CustomSpec(name, kwargs["num_classes"], model_kwargs=tuple(sorted(kwargs.get("model_kwargs", {}).items())))
+        return spec.model(block)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; the zoo has {sorted(MODELS)}")
     block = kwargs.get("block", "plain")
@@ -30,5 +44,5 @@ def create_model(name: str, **kwargs):
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "create_model", "BLOCK_KINDS", "BlockSpec", "conv_block", "is_searchable",
+__all__ = ["MODELS", "create_model", "AtWidths", "CustomSpec", "is_custom", "BLOCK_KINDS", "BlockSpec", "conv_block", "is_searchable",
            "ResNet", "MobileNetV1", "MobileNetV2", "RepVGG"]

@@ -1,10 +1,11 @@
-"""A zoo network on disk: which zoo model, at which widths, with which variables.
+"""A network on disk: which model (zoo or a user's), at which widths, with which variables.
 
 ``ZooSpec`` names a zoo model (``name``, ``num_classes``, nominal ``width``) and the square
 NHWC image size it runs on. A network directory (``save_network`` / ``load_network``), as
 ``nas-jax prune export`` and ``nas-jax import`` write it and ``config.init_from`` reads it:
 ``model.json`` (the ``ZooSpec``, the per-layer ``widths`` overrides, the ``block`` kind and
-a RepNAS ``branch_mask``) and ``variables.npz`` (one array per variable, keyed by its
+a RepNAS ``branch_mask``; for a user model, its ``CustomSpec`` and ``AtWidths`` overrides)
+and ``variables.npz`` (one array per variable, keyed by its
 ``/``-joined path, e.g. ``params/stage0/conv1/conv/kernel``).
 """
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Tuple
+from typing import Tuple, Union
 
 import flax.linen as nn
 import numpy as np
 from flax import traverse_util
 
 from nas_jax.models import create_model
+from nas_jax.models.custom import CustomSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,25 +45,34 @@ class ZooSpec:
         return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
 
 
-def save_network(directory: str, spec: ZooSpec, model: nn.Module, variables) -> None:
-    """Writes ``model`` (``spec``'s zoo model at its widths, block kind and branch mask)
-    and its ``variables`` to ``directory``."""
+def save_network(directory: str, spec: Union[ZooSpec, CustomSpec], model: nn.Module, variables) -> None:
+    """Writes ``model`` (``spec``'s zoo model at its widths, block kind and branch mask, or
+    a user model, ``AtWidths`` or not) and its ``variables`` to ``directory``."""
     os.makedirs(directory, exist_ok=True)
+    if isinstance(spec, CustomSpec):
+        overrides = getattr(model, "overrides", ())
+        doc = {"custom": spec.to_json(), "overrides": [[path, dict(changes)] for path, changes in overrides]}
+    else:
+        doc = {**spec.to_json(), "widths": [list(w) for w in model.widths], "block": model.block,
+               "branch_mask": [[path, list(mask)] for path, mask in model.branch_mask]}
     with open(os.path.join(directory, "model.json"), "w") as f:
-        json.dump({**spec.to_json(), "widths": [list(w) for w in model.widths], "block": model.block,
-                   "branch_mask": [[path, list(mask)] for path, mask in model.branch_mask]}, f, indent=1)
+        json.dump(doc, f, indent=1)
     flat = traverse_util.flatten_dict(variables, sep="/")
     np.savez(os.path.join(directory, "variables.npz"), **{k: np.asarray(v) for k, v in flat.items()})
 
 
-def load_network(directory: str) -> Tuple[ZooSpec, nn.Module, dict]:
+def load_network(directory: str) -> Tuple[Union[ZooSpec, CustomSpec], nn.Module, dict]:
     """(spec, model at its widths, block kind and branch mask, variables) written by
     ``save_network``."""
     with open(os.path.join(directory, "model.json")) as f:
         doc = json.load(f)
-    spec = ZooSpec.from_json(doc)
     with np.load(os.path.join(directory, "variables.npz")) as data:
         variables = traverse_util.unflatten_dict({k: data[k] for k in data.files}, sep="/")
+    if "custom" in doc:
+        spec = CustomSpec.from_json(doc["custom"])
+        overrides = tuple((path, tuple(sorted(changes.items()))) for path, changes in doc["overrides"])
+        return spec, spec.model("plain", overrides), variables
+    spec = ZooSpec.from_json(doc)
     model = spec.model(doc.get("block", "plain"), tuple((p, int(c)) for p, c in doc["widths"]))
     mask = tuple((path, tuple(bool(b) for b in m)) for path, m in doc.get("branch_mask", []))
     return spec, model.clone(branch_mask=mask), variables

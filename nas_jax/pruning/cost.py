@@ -1,44 +1,82 @@
 """Exact FLOPs and parameter counts of a pruned network, from its layer graph.
 
-FLOPs are multiply-accumulates (MACs) of the convs and the classifier, one per weight per
-output position (``H_out * W_out * kH * kW * C_in / groups * C_out``; the classifier
-``C_in * classes``); BatchNorm, activations, pooling and residual additions are not
-counted. Parameters are the entries of the exported plain network's ``params``
-collection: conv kernels, BatchNorm scale and bias (``2 * C_out``), the classifier's
-kernel and bias. Both are exact for the spatial size the graph was built for.
+FLOPs are multiply-accumulates (MACs) of the convs and dense layers, one per weight per
+output position (``H_out * W_out * kH * kW * C_in / groups * C_out``, a depthwise conv
+``H_out * W_out * kH * kW * C_out``, a dense layer ``C_in * C_out``); normalisations,
+activations, pooling and additions are not counted. Parameters are the entries of the
+exported network's ``params`` collection: kernels, each layer's per-output-channel vectors
+(a bias; a conv-BN's scale and bias) and each normalisation's per-channel vectors. Both
+are exact for the spatial size the graph was built for.
+
+Every function takes kept ``channels`` [..., num_groups] (one configuration or a batch of
+them) and is vectorised over the leading axes: a layer's kept input width is linear in
+the groups' widths (``input_widths``).
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
 from nas_jax.pruning.graph import IMAGE, LayerGraph
 
 
-def layer_widths(graph: LayerGraph, channels) -> np.ndarray:
-    """[num_layers, 2] int64 (input width, output width) of every layer for the kept
-    ``channels`` [num_groups] of each group."""
-    channels = np.asarray(channels, np.int64)
-    return np.asarray([(layer.in_channels if graph.in_group(layer) == IMAGE else channels[graph.in_group(layer)],
-                        channels[layer.group]) for layer in graph.layers], np.int64)
+def _incidence(graph: LayerGraph, segments: Sequence[Tuple[Tuple[int, int], ...]], repeats: Sequence[int]):
+    """([N, num_groups] how often each group's channels are read, [N] fixed channels read)
+    by N readers of ``segments`` repeated ``repeats`` times."""
+    counts = np.zeros((len(segments), len(graph.groups)), np.int64)
+    fixed = np.zeros(len(segments), np.int64)
+    for i, (segs, repeat) in enumerate(zip(segments, repeats)):
+        for g, width in segs:
+            if g == IMAGE:
+                fixed[i] += repeat * width
+            else:
+                counts[i, g] += repeat
+    return counts, fixed
+
+
+def input_incidence(graph: LayerGraph) -> Tuple[np.ndarray, np.ndarray]:
+    """([num_layers, num_groups], [num_layers]): a layer's kept input width is
+    ``channels @ counts.T + fixed`` (jit-able with traced ``channels``)."""
+    return _incidence(graph, [layer.inputs for layer in graph.layers], [layer.repeat for layer in graph.layers])
+
+
+def input_widths(graph: LayerGraph, channels) -> np.ndarray:
+    """[..., num_layers] int64: every layer's kept input width."""
+    counts, fixed = input_incidence(graph)
+    return np.asarray(channels, np.int64) @ counts.T + fixed
 
 
 def layer_costs(graph: LayerGraph, channels) -> Dict[str, np.ndarray]:
-    """``{'flops': [num_layers], 'params': [num_layers]}`` int64 for ``channels`` [num_groups]."""
-    flops, params = [], []
-    for layer, (c_in, c_out) in zip(graph.layers, layer_widths(graph, channels)):
-        kh, kw = layer.kernel
-        if layer.kind == "dense":
-            weights, extra = c_in * c_out, c_out
-        else:
-            weights = kh * kw * (1 if layer.kind == "depthwise" else c_in) * c_out
-            extra = 2 * c_out
-        flops.append(layer.out_hw[0] * layer.out_hw[1] * weights)
-        params.append(weights + extra)
-    return {"flops": np.asarray(flops, np.int64), "params": np.asarray(params, np.int64)}
+    """``{'flops': [..., num_layers], 'params': [..., num_layers]}`` int64."""
+    channels = np.asarray(channels, np.int64)
+    c_in = input_widths(graph, channels)
+    c_out = channels[..., [layer.group for layer in graph.layers]]
+    taps = np.asarray([layer.kernel[0] * layer.kernel[1] for layer in graph.layers], np.int64)
+    kinds = np.asarray([layer.kind for layer in graph.layers])
+    groups = np.asarray([1 if layer.kind == "depthwise" else layer.groups for layer in graph.layers], np.int64)
+    fan_in = np.where(kinds == "depthwise", 1, c_in // groups)
+    weights = np.where(kinds == "dense", 1, taps) * fan_in * c_out
+    positions = np.asarray([layer.out_hw[0] * layer.out_hw[1] for layer in graph.layers], np.int64)
+    vectors = np.asarray([layer.vectors for layer in graph.layers], np.int64)
+    return {"flops": positions * weights, "params": weights + vectors * c_out}
+
+
+def norm_params(graph: LayerGraph, channels) -> np.ndarray:
+    """[...] int64: the parameters of the top-level normalisations."""
+    if not graph.norms:
+        return np.zeros(np.shape(channels)[:-1], np.int64)
+    counts, fixed = _incidence(graph, [n.inputs for n in graph.norms], [1] * len(graph.norms))
+    widths = np.asarray(channels, np.int64) @ counts.T + fixed
+    return widths @ np.asarray([n.vectors for n in graph.norms], np.int64)
+
+
+def total_costs(graph: LayerGraph, channels) -> Dict[str, np.ndarray]:
+    """``{'flops': [...], 'params': [...]}`` int64 of the whole network."""
+    per_layer = layer_costs(graph, channels)
+    return {"flops": per_layer["flops"].sum(-1), "params": per_layer["params"].sum(-1) + norm_params(graph, channels)}
 
 
 def network_cost(graph: LayerGraph, channels) -> Dict[str, int]:
-    """``{'flops': MACs, 'params': count}`` of the whole network for ``channels``."""
-    return {k: int(v.sum()) for k, v in layer_costs(graph, channels).items()}
+    """``{'flops': MACs, 'params': count}`` of the network for ``channels`` [num_groups]."""
+    return {k: int(v) for k, v in total_costs(graph, channels).items()}

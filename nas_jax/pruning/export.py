@@ -1,58 +1,117 @@
-"""A width configuration as a real, smaller zoo network.
+"""A width configuration as a real, smaller network.
 
-``export_network`` crops every array of the masked full-width variables (conv kernels
-HWIO on their input and output axes, a depthwise kernel on its output axis only,
-BatchNorm vectors and conv biases on the output axis, the classifier's kernel on its
-input axis) and builds the plain zoo model with per-layer width overrides
-(``BlockSpec.widths``; depthwise layers follow their input). With the same BatchNorm
-statistics it computes what ``masked_apply`` computes for that configuration.
-It is written to disk with ``nas_jax.models.network.save_network``.
+``crop_variables`` gathers, from every array of the masked full-width variables, the
+kept entries along its channel axes: a layer's kernel on its input axis (the kept
+positions of ``Layer.inputs``; within one feature group for a grouped conv; none for a
+depthwise kernel) and output axis, a layer's vectors (bias, its BatchNorm's) on the
+output axis, a normalisation's vectors on its input axis. ``export_network`` pairs them
+with the same model rebuilt at the kept widths: a zoo model through its per-layer
+``widths`` overrides, a user's linen model through ``nas_jax.models.AtWidths``. With the
+same BatchNorm statistics it computes what ``masked_apply`` computes for that
+configuration.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
 import numpy as np
 from flax import traverse_util
 
-from nas_jax.pruning.cost import layer_widths
-from nas_jax.pruning.graph import LayerGraph
+from nas_jax.models.at_widths import Overrides
+from nas_jax.models.custom import CustomSpec
 from nas_jax.models.network import ZooSpec
+from nas_jax.pruning.graph import IMAGE, Layer, LayerGraph, Segments, kept_channels
 
 
-def width_overrides(graph: LayerGraph, channels) -> Tuple[Tuple[str, int], ...]:
-    """``((layer path, out channels), ...)`` for every prunable non-depthwise layer."""
-    widths = layer_widths(graph, channels)
-    return tuple((layer.path, int(widths[i, 1])) for i, layer in enumerate(graph.layers)
-                 if layer.kind == "conv" and not graph.groups[layer.group].fixed)
+def _kept_out(graph: LayerGraph, layer: Layer, channels) -> np.ndarray:
+    group = graph.groups[layer.group]
+    return kept_channels(group.channels, group.blocks, int(channels[layer.group]))
 
 
-def _crop(array, layer, c_in: int, c_out: int):
+def kept_inputs(graph: LayerGraph, inputs: Segments, repeat: int, channels) -> np.ndarray:
+    """The kept positions of an input axis laid out as ``inputs`` repeated ``repeat`` times."""
+    parts, offset = [], 0
+    for g, width in inputs:
+        kept = np.arange(width) if g == IMAGE else kept_channels(width, graph.groups[g].blocks, int(channels[g]))
+        parts.append(offset + kept)
+        offset += width
+    pattern = np.concatenate(parts)
+    return (np.arange(repeat)[:, None] * offset + pattern[None]).reshape(-1)
+
+
+def _kernel_inputs(graph: LayerGraph, layer: Layer, channels) -> Optional[np.ndarray]:
+    """The kept indices of a conv kernel's input axis (None: all, for a depthwise kernel)."""
+    if layer.kind == "depthwise":
+        return None
+    if layer.groups > 1:  # within one feature group; every group keeps the same positions
+        (g, width), = layer.inputs
+        if g == IMAGE:
+            return np.arange(width // layer.groups)
+        blocks = graph.groups[g].blocks
+        return kept_channels(width // layer.groups, blocks // layer.groups, int(channels[g]) // layer.groups)
+    return kept_inputs(graph, layer.inputs, layer.repeat, channels)
+
+
+def _crop_layer(graph: LayerGraph, layer: Layer, array: np.ndarray, channels) -> np.ndarray:
+    out = _kept_out(graph, layer, channels)
     if array.ndim == 4:  # conv kernel HWIO
-        return array[:, :, :array.shape[2] if layer.kind == "depthwise" else c_in, :c_out]
-    if array.ndim == 2:  # classifier kernel [in, out]
-        return array[:c_in, :c_out]
-    return array[:c_out]
+        inputs = _kernel_inputs(graph, layer, channels)
+        return (array if inputs is None else array[:, :, inputs])[..., out]
+    if array.ndim == 2:  # dense kernel [in, out]
+        return array[kept_inputs(graph, layer.inputs, layer.repeat, channels)][:, out]
+    return array[out]
 
 
 def crop_variables(graph: LayerGraph, variables, channels) -> dict:
-    """Every collection of ``variables`` (full-width, laid out by layer path) cropped to
+    """Every collection of ``variables`` (full width, laid out as the model's) cropped to
     ``channels`` [num_groups]."""
-    widths = layer_widths(graph, channels)
-    by_path = {tuple(layer.path.split("/")): i for i, layer in enumerate(graph.layers)}
-    flat = traverse_util.flatten_dict(jax.device_get(variables))
+    channels = np.asarray(channels)
+    owners = {tuple(layer.path.split("/")): ("layer", layer) for layer in graph.layers}
+    owners.update({tuple(n.path.split("/")): ("norm", n) for n in graph.norms})
     cropped = {}
-    for key, array in flat.items():
-        owner = next((key[1:1 + len(p)] for p in by_path if key[1:1 + len(p)] == p), None)
+    for key, array in traverse_util.flatten_dict(jax.device_get(variables)).items():
+        owner = max((p for p in owners if key[1:1 + len(p)] == p), key=len, default=None)
         if owner is None:
-            raise ValueError(f"variable {'/'.join(key)} belongs to no layer of the graph")
-        i = by_path[owner]
-        cropped[key] = np.asarray(_crop(array, graph.layers[i], *widths[i]))
+            raise ValueError(f"variable {'/'.join(key)} belongs to no layer or normalisation of the graph")
+        kind, node = owners[owner]
+        array = np.asarray(array)
+        if kind == "layer":
+            cropped[key] = _crop_layer(graph, node, array, channels)
+        else:
+            cropped[key] = array[kept_inputs(graph, node.inputs, 1, channels)]
     return traverse_util.unflatten_dict(cropped)
 
 
-def export_network(spec: ZooSpec, graph: LayerGraph, variables, channels) -> Tuple[nn.Module, dict]:
-    """(plain zoo model at ``channels``, its cropped variables)."""
-    return spec.model("plain", width_overrides(graph, channels)), crop_variables(graph, variables, channels)
+def width_overrides(graph: LayerGraph, channels) -> Tuple[Tuple[str, int], ...]:
+    """``((layer path, out channels), ...)`` for every prunable non-depthwise layer (a zoo
+    model's ``widths``)."""
+    return tuple((layer.path, int(channels[layer.group])) for layer in graph.layers
+                 if layer.kind == "conv" and not graph.groups[layer.group].fixed)
+
+
+def attribute_overrides(graph: LayerGraph, channels) -> Overrides:
+    """``AtWidths`` overrides: every pruned layer's conv / dense module gets its kept
+    ``features`` (and a depthwise conv its ``feature_group_count``)."""
+    out = []
+    for layer in graph.layers:
+        kept = int(channels[layer.group])
+        if kept == layer.out_channels:
+            continue
+        if layer.kernel_path is None:
+            raise NotImplementedError(f"layer {layer.path} has several kernels (a multi-branch block): "
+                                      "export its plain or fused form")
+        changes = (("features", kept),) + ((("feature_group_count", kept),) if layer.kind == "depthwise" else ())
+        out.append((layer.kernel_path.rsplit("/", 1)[0], changes))
+    return tuple(out)
+
+
+def export_network(spec: Union[ZooSpec, CustomSpec], graph: LayerGraph, variables, channels) -> Tuple[nn.Module, dict]:
+    """(``spec``'s model at ``channels``, its cropped variables): a zoo model with
+    ``widths`` overrides, a user model under ``AtWidths``."""
+    channels = np.asarray(channels)
+    cropped = crop_variables(graph, variables, channels)
+    if isinstance(spec, ZooSpec):
+        return spec.model("plain", width_overrides(graph, channels)), cropped
+    return spec.model("plain", attribute_overrides(graph, channels)), cropped

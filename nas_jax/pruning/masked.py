@@ -1,86 +1,126 @@
-"""The pruned network as a masked full-width zoo model, and its BatchNorm statistics.
+"""The pruned network as a masked full-width model, and its BatchNorm statistics.
 
-The PruningNet's generated weights become the variables of the plain zoo model
-(``zoo_variables``): each conv-BN layer ``P`` gets ``P/conv/kernel`` from its generator and
-an affine-free BatchNorm (``P/bn/scale`` = 1, ``P/bn/bias`` = 0, constants in the
-generated weights' dtype, as MetaPruning's ``affine=False``); the classifier ``linear``
-gets its generated kernel and the learnt bias.
+``network_variables`` turns the PruningNet's generated kernels into the variables of the
+model pruned (a zoo model or a user's): each layer's kernel (``Layer.kernel_path``) comes
+from its generator, every BatchNorm is affine-free (scale 1, bias 0, constants in the
+generated weights' dtype, as MetaPruning's ``affine=False``) and the other parameters
+(biases, LayerNorm / GroupNorm scales) are ordinary learnt parameters of the run.
 
-``masked_apply`` runs that model with every layer's output multiplied by its group's
-channel mask (``arange(C) < kept``), after its BatchNorm. BatchNorm normalises each
-channel on its own, so masked channels never change kept ones; a kept channel's
-statistics do depend on the configuration (its inputs do), which is why there is no
-running average during training (train-mode BN uses the batch's statistics of the
-configuration drawn) and why ``recalibrate`` computes statistics for one configuration
-before it is evaluated (MetaPruning recalibrates on 100 batches). The masked model with
-recalibrated statistics computes exactly what the cropped network of ``export`` does.
+``masked_apply`` runs that model with every layer's *input* multiplied by the channel
+masks of the groups it reads (``graph.channel_mask``, concatenated and tiled as
+``Layer.inputs`` says), and every LayerNorm / GroupNorm computing its statistics over
+the kept channels only. Everything else between layers is channelwise (BatchNorm,
+activations, additions, pooling, concatenation, flattening), so a dropped channel never
+changes a kept one and the layers see exactly the cropped network's inputs. A kept
+channel's BatchNorm statistics do depend on the configuration (its inputs do), which is
+why there is no running average during training (train-mode BN uses the batch's
+statistics of the configuration drawn) and why ``recalibrate`` computes statistics for
+one configuration before it is evaluated (MetaPruning recalibrates on 100 batches). The
+masked model with recalibrated statistics computes exactly what ``export`` crops.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
-from nas_jax.pruning.graph import LayerGraph, intercept_layers
-
-
-def _nest(flat: Dict[Tuple[str, ...], jax.Array]) -> dict:
-    """``{('a', 'b', 'c'): x}`` -> ``{'a': {'b': {'c': x}}}``."""
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return tree
+from nas_jax.pruning.graph import IMAGE, LayerGraph, Segments, channel_mask, intercept_layers
 
 
-def default_batch_stats(graph: LayerGraph) -> dict:
-    """Zero means and unit variances for every conv-BN layer of ``graph``."""
-    flat = {}
-    for layer in graph.layers[:-1]:
-        path = tuple(layer.path.split("/")) + ("bn",)
-        flat[path + ("mean",)] = jnp.zeros((layer.out_channels,), jnp.float32)
-        flat[path + ("var",)] = jnp.ones((layer.out_channels,), jnp.float32)
-    return _nest(flat)
+def template(model: nn.Module, graph: LayerGraph) -> dict:
+    """The abstract (shape-only) variables of ``model`` at the graph's input shape."""
+    x = jax.ShapeDtypeStruct(graph.input_shape, jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
 
 
-def zoo_variables(graph: LayerGraph, weights: Dict[str, jax.Array], classifier_bias, batch_stats=None) -> dict:
-    """``{'params', 'batch_stats'}`` of the plain full-width zoo model from generated
-    ``weights`` (``{layer path: full weight}``); ``batch_stats`` defaults to
-    ``default_batch_stats``."""
-    flat = {}
-    for layer in graph.layers[:-1]:
-        path = tuple(layer.path.split("/"))
-        flat[path + ("conv", "kernel")] = weights[layer.path]
-        flat[path + ("bn", "scale")] = jnp.ones((layer.out_channels,), weights[layer.path].dtype)
-        flat[path + ("bn", "bias")] = jnp.zeros((layer.out_channels,), weights[layer.path].dtype)
-    classifier = graph.layers[-1]
-    flat[tuple(classifier.path.split("/")) + ("kernel",)] = weights[classifier.path]
-    flat[tuple(classifier.path.split("/")) + ("bias",)] = classifier_bias
-    return {"params": _nest(flat), "batch_stats": default_batch_stats(graph) if batch_stats is None else batch_stats}
+def _is_batch_norm(graph: LayerGraph, key) -> bool:
+    return "/".join(key[:-1]) in graph.batch_norms
 
 
-def channel_masks(graph: LayerGraph, channels) -> Dict[str, jax.Array]:
-    """``{layer path: [C_out] float32 mask}`` of every layer whose width is pruned."""
-    channels = jnp.asarray(channels)
-    return {layer.path: (jnp.arange(layer.out_channels) < channels[layer.group]).astype(jnp.float32)
-            for layer in graph.layers if not graph.groups[layer.group].fixed}
+def learnt_paths(graph: LayerGraph, params) -> tuple:
+    """The ``/``-joined paths of the parameters trained directly (not generated, not an
+    affine-free BatchNorm's)."""
+    kernels = {layer.kernel_path for layer in graph.layers}
+    return tuple("/".join(k) for k in traverse_util.flatten_dict(params)
+                 if "/".join(k) not in kernels and not _is_batch_norm(graph, k))
+
+
+def network_variables(graph: LayerGraph, variables_template, weights: Dict[str, jax.Array], learnt: Dict[str, jax.Array],
+                      batch_stats=None) -> dict:
+    """``{'params', 'batch_stats'}`` of the full-width model from generated ``weights``
+    (``{layer path: full kernel}``) and ``learnt`` (``{param path: value}``);
+    ``batch_stats`` defaults to zero means and unit variances."""
+    kernel_of = {layer.kernel_path: layer.path for layer in graph.layers}
+    dtype = next(iter(weights.values())).dtype
+    params = {}
+    for key, leaf in traverse_util.flatten_dict(variables_template["params"]).items():
+        path = "/".join(key)
+        if path in kernel_of:
+            params[key] = weights[kernel_of[path]]
+        elif _is_batch_norm(graph, key):
+            params[key] = (jnp.ones if key[-1] == "scale" else jnp.zeros)(leaf.shape, dtype)
+        else:
+            params[key] = learnt[path]
+    if batch_stats is None:
+        batch_stats = traverse_util.unflatten_dict({
+            k: (jnp.ones if k[-1] == "var" else jnp.zeros)(v.shape, jnp.float32)
+            for k, v in traverse_util.flatten_dict(variables_template.get("batch_stats", {})).items()})
+    return {"params": traverse_util.unflatten_dict(params), "batch_stats": batch_stats}
+
+
+def input_mask(graph: LayerGraph, inputs: Segments, repeat: int, channels) -> jax.Array:
+    """[repeat * width] bool: which entries of an input laid out as ``inputs`` are kept."""
+    parts = [jnp.ones((width,), bool) if g == IMAGE else channel_mask(width, graph.groups[g].blocks, channels[g])
+             for g, width in inputs]
+    return jnp.tile(jnp.concatenate(parts), repeat)
+
+
+def masked_norm(module: nn.Module, x: jax.Array, mask: jax.Array) -> jax.Array:
+    """A ``nn.LayerNorm`` (over the channel axis) or ``nn.GroupNorm`` on ``x`` with its
+    statistics over the channels where ``mask`` [C] is true only."""
+    if isinstance(module, nn.LayerNorm):
+        if module.reduction_axes not in (-1, (-1,)) or module.feature_axes not in (-1, (-1,)):
+            raise NotImplementedError(f"LayerNorm {'/'.join(module.path)}: only normalisation over the channel "
+                                      "axis can be pruned")
+        groups, axes = 1, (-1,)
+    else:
+        groups = module.num_groups or x.shape[-1] // module.group_size
+        axes = tuple(range(1, x.ndim - 1)) + (-1,)
+    dtype = jnp.promote_types(x.dtype, jnp.float32)
+    xs = x.astype(dtype).reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+    w = mask.reshape(groups, -1).astype(dtype)
+    count = jnp.sum(jnp.broadcast_to(w, xs.shape), axis=axes, keepdims=True)
+    mean = jnp.sum(xs * w, axis=axes, keepdims=True) / count
+    var = jnp.sum(jnp.square(xs - mean) * w, axis=axes, keepdims=True) / count
+    y = ((xs - mean) * jax.lax.rsqrt(var + module.epsilon)).reshape(x.shape)
+    if module.use_scale:
+        y = y * module.get_variable("params", "scale")
+    if module.use_bias:
+        y = y + module.get_variable("params", "bias")
+    return y.astype(module.dtype or dtype)
 
 
 def masked_apply(model: nn.Module, graph: LayerGraph, variables, channels, images, train: bool):
-    """Logits [B, classes] of ``model`` (plain zoo model of ``graph``) pruned to ``channels``
-    [num_groups] by masks. ``train``: BatchNorm on the batch's statistics."""
-    masks = channel_masks(graph, channels)
+    """Outputs of ``model`` (the model of ``graph``) pruned to ``channels`` [num_groups] by
+    masks. ``train``: BatchNorm on the batch's statistics."""
+    channels = jnp.asarray(channels)
+    layer_masks = {layer.path: input_mask(graph, layer.inputs, layer.repeat, channels) for layer in graph.layers
+                   if any(g != IMAGE for g, _ in layer.inputs)}
+    norm_masks = {n.path: input_mask(graph, n.inputs, 1, channels) for n in graph.norms
+                  if n.kind != "batch" and any(g != IMAGE for g, _ in n.inputs)}
 
-    def mask_output(module, call, x):
-        y = call(x)
-        mask = masks.get("/".join(module.path))
-        return y if mask is None else y * mask.astype(y.dtype)
+    def mask_input(module, call, x):
+        mask = layer_masks.get("/".join(module.path))
+        return call(x if mask is None else x * mask.astype(x.dtype))
 
-    with intercept_layers(mask_output):
+    def mask_norm(module, call, x):
+        mask = norm_masks.get("/".join(module.path))
+        return call(x) if mask is None else masked_norm(module, x, mask)
+
+    with intercept_layers(mask_input, mask_norm):
         if train:
             return model.apply(variables, images, train=True, mutable=["batch_stats"])[0]
         return model.apply(variables, images, train=False)
@@ -95,13 +135,14 @@ def batch_statistics(model: nn.Module, graph: LayerGraph, variables, channels, i
     def record(next_fun, args, kwargs, context):
         if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
             x = args[0].astype(jnp.promote_types(args[0].dtype, jnp.float32))
-            flat[context.module.path + ("mean",)] = x.mean(axis=(0, 1, 2))
-            flat[context.module.path + ("var",)] = x.var(axis=(0, 1, 2))
+            axes = tuple(range(x.ndim - 1))
+            flat[context.module.path + ("mean",)] = x.mean(axis=axes)
+            flat[context.module.path + ("var",)] = x.var(axis=axes)
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(record):
         masked_apply(model, graph, variables, channels, images, train=True)
-    return _nest(flat)
+    return traverse_util.unflatten_dict(flat)
 
 
 _batch_statistics_jit = jax.jit(batch_statistics, static_argnums=(0, 1))
@@ -109,7 +150,7 @@ _batch_statistics_jit = jax.jit(batch_statistics, static_argnums=(0, 1))
 
 def recalibrate(model: nn.Module, graph: LayerGraph, variables, channels, batches: Iterable) -> dict:
     """BatchNorm statistics for one configuration: the average over ``batches`` (arrays of
-    images [B, H, W, 3]) of each batch's statistics, as PyTorch's cumulative average."""
+    images [B, H, W, C]) of each batch's statistics, as PyTorch's cumulative average."""
     total, count = None, 0
     for images in batches:
         stats = _batch_statistics_jit(model, graph, variables, channels, images)
@@ -118,3 +159,4 @@ def recalibrate(model: nn.Module, graph: LayerGraph, variables, channels, batche
     if total is None:
         raise ValueError("recalibrate needs at least one batch")
     return jax.tree.map(lambda s: s / count, total)
+

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from nas_jax.pruning.cost import layer_costs
-from nas_jax.pruning.graph import IMAGE, KINDS, LayerGraph
+from nas_jax.pruning.cost import input_incidence, layer_costs
+from nas_jax.pruning.graph import KINDS, LayerGraph
 from nas_jax.pruning.widths import full_channels
 
 NUM_FEATURES = len(KINDS) + 8
@@ -51,10 +51,10 @@ def static_node_features(graph: LayerGraph) -> np.ndarray:
 
 def node_features(graph: LayerGraph, channels) -> jax.Array:
     """[num_layers, NUM_FEATURES] float32 for kept ``channels`` [num_groups] (jit-able)."""
-    kept = jnp.asarray(channels, jnp.float32) / full_channels(graph)
-    in_group = np.asarray([graph.in_group(layer) for layer in graph.layers])
-    in_ratio = jnp.where(in_group == IMAGE, 1.0, kept[np.maximum(in_group, 0)])
-    out_ratio = kept[np.asarray([layer.group for layer in graph.layers])]
+    channels = jnp.asarray(channels, jnp.float32)
+    counts, fixed = input_incidence(graph)
+    in_ratio = (channels @ counts.T + fixed) / np.asarray([layer.in_channels for layer in graph.layers])
+    out_ratio = (channels / full_channels(graph))[np.asarray([layer.group for layer in graph.layers])]
     return jnp.concatenate([jnp.asarray(static_node_features(graph)), in_ratio[:, None], out_ratio[:, None]], 1)
 
 
@@ -135,22 +135,19 @@ class WeightGenerators(nn.Module):
 
 
 class PruningNet(nn.Module):
-    """``channels`` [num_groups] int -> (``{layer path: full weight}``, classifier bias
-    [classes]). Parameters: ``aggregator`` (the GCN), ``generators`` (every layer's
-    generator), ``classifier_bias``."""
+    """``channels`` [num_groups] int -> ``{layer path: full weight}``. Parameters:
+    ``aggregator`` (the GCN) and ``generators`` (every layer's generator)."""
     graph: LayerGraph
     gcn_features: int = 64
     gcn_depth: int = 2
     generator_hidden: int = 32
 
     @nn.compact
-    def __call__(self, channels) -> Tuple[Dict[str, jax.Array], jax.Array]:
+    def __call__(self, channels) -> Dict[str, jax.Array]:
         layers = self.graph.layers
         embeddings = GraphAggregator(self.graph, self.gcn_features, self.gcn_depth, name="aggregator")(
             node_features(self.graph, channels))
         shapes = tuple(layer.kernel_shape for layer in layers)
         he_std = tuple(math.sqrt(2.0 / math.prod(shape[:-1])) for shape in shapes)
         generated = WeightGenerators(shapes, he_std, self.generator_hidden, name="generators")(embeddings)
-        weights = {layer.path: w for layer, w in zip(layers, generated)}
-        bias = self.param("classifier_bias", nn.initializers.zeros, (layers[-1].out_channels,))
-        return weights, bias
+        return {layer.path: w for layer, w in zip(layers, generated)}

@@ -5,13 +5,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nas_jax.models import is_custom
+from nas_jax.models.custom import CustomSpec
 from nas_jax.models.network import ZooSpec, save_network
 from nas_jax.pruning.cost import network_cost
 from nas_jax.pruning.export import export_network
@@ -36,14 +38,25 @@ def pruning_task(config) -> PruningTask:
     """The task of a run's config (the model at ``config.image_size``, or 32 if 0)."""
     p = config.pruning
     num_classes = pipeline_from_config(config, config.train_split).num_classes
-    spec = ZooSpec(config.model, num_classes, config.width, config.image_size or 32)
+    spec = model_spec(config, num_classes)
     grid = WidthGrid.arange(p.grid_start, p.grid_stop, p.grid_step)
     parts = p.get("configurations_per_step", 1)
     if config.batch_size % parts:
         raise ValueError(f"batch_size {config.batch_size} does not split into pruning.configurations_per_step="
                          f"{parts} equal parts; choose a batch size divisible by it")
     return PruningTask(spec, grid, p.gcn_features, p.gcn_depth, p.generator_hidden, config.label_smoothing, parts,
-                       config.dtype)
+                       config.dtype, tuple(p.get("keep_full", ())))
+
+
+def model_spec(config, num_classes: int) -> Union[ZooSpec, CustomSpec]:
+    """The zoo model of ``config`` at ``config.image_size`` (32 if 0), or its user model
+    (``package.module:function`` with ``config.model_kwargs``)."""
+    size = config.image_size or 32
+    if is_custom(config.model):
+        if config.width != 1.0:
+            raise ValueError(f"width={config.width} applies to zoo models only; {config.model} sets its own widths")
+        return CustomSpec(config.model, num_classes, size, tuple(sorted(dict(config.get("model_kwargs", {})).items())))
+    return ZooSpec(config.model, num_classes, config.width, size)
 
 
 def calibration_images(config, train_data) -> List[np.ndarray]:

@@ -15,52 +15,74 @@ train state's ``params`` are the PruningNet's; ``batch_stats`` and ``extra`` are
 (no running statistics: they would mix configurations). All shapes are full width, so
 the step compiles once.
 
+The pruned model is a zoo model (``ZooSpec``) or a user's linen model (``CustomSpec``):
+the PruningNet generates every layer's kernel, BatchNorms are affine-free, and the
+model's other parameters (biases, LayerNorm / GroupNorm scales) are learnt directly
+(``params['network']``, initialised as the model initialises them).
+
 The loop's own evaluation (``train=False``) runs the full-width network with BatchNorm
 on each evaluation batch's statistics; ``evaluate_configuration`` is the real
 measurement: BatchNorm recalibrated for the configuration, then evaluation.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
+from nas_jax.models.custom import CustomSpec
 from nas_jax.models.network import ZooSpec
 from nas_jax.pruning import masked
-from nas_jax.pruning.graph import zoo_graph
+from nas_jax.pruning.graph import build_layer_graph
 from nas_jax.pruning.pruningnet import PruningNet
 from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels, sample_ratios
 from nas_jax.train.task import Task, cross_entropy
 
 
 class PruningTask(Task):
-    """``spec``: the zoo model pruned; ``grid``: the candidate ratios; ``dtype``: the
-    compute dtype of the pruned network's forward (``'bfloat16'`` on accelerators; the
-    PruningNet and its generated weights stay float32, the convolutions cast them; None:
-    the dtype of the inputs and weights); the other arguments size the PruningNet (see
+    """``spec``: the model pruned (zoo or user); ``grid``: the candidate ratios;
+    ``dtype``: the compute dtype of a zoo model's forward (``'bfloat16'`` on accelerators;
+    the PruningNet and its generated weights stay float32, the convolutions cast them;
+    None: the dtype of the inputs and weights); ``keep_full``: layer paths kept at full
+    width (``build_layer_graph``); the other arguments size the PruningNet (see
     ``PruningNet``)."""
 
-    def __init__(self, spec: ZooSpec, grid: WidthGrid, gcn_features: int = 64, gcn_depth: int = 2,
-                 generator_hidden: int = 32, label_smoothing: float = 0.0, configurations_per_step: int = 1,
-                 dtype: Optional[str] = None):
+    def __init__(self, spec: Union[ZooSpec, CustomSpec], grid: WidthGrid, gcn_features: int = 64,
+                 gcn_depth: int = 2, generator_hidden: int = 32, label_smoothing: float = 0.0,
+                 configurations_per_step: int = 1, dtype: Optional[str] = None, keep_full: Sequence[str] = ()):
         if configurations_per_step < 1:
             raise ValueError(f"configurations_per_step must be >= 1, not {configurations_per_step}")
         self.spec, self.grid, self.label_smoothing = spec, grid, label_smoothing
         self.configurations_per_step = configurations_per_step
-        self.graph = zoo_graph(spec)
-        self.model = spec.model() if dtype is None else spec.model().clone(dtype=jnp.dtype(dtype))
+        model = spec.model()
+        self.graph = build_layer_graph(model, (1, spec.image_size, spec.image_size, 3), spec.name, keep_full)
+        multi = [layer.path for layer in self.graph.layers if layer.kernel_path is None]
+        if multi:
+            raise NotImplementedError(f"layers {multi} have several kernels (multi-branch blocks): prune the "
+                                      "plain form of the model")
+        if dtype is not None and isinstance(spec, ZooSpec):
+            model = model.clone(dtype=jnp.dtype(dtype))
+        self.model = model
+        self.template = masked.template(model, self.graph)
+        self.learnt = masked.learnt_paths(self.graph, self.template["params"])
         self.net = PruningNet(self.graph, gcn_features, gcn_depth, generator_hidden)
 
     def init(self, rng, batch):
-        params = self.net.init(rng, full_channels(self.graph))["params"]
+        net_rng, model_rng = jax.random.split(rng)
+        model_params = traverse_util.flatten_dict(
+            self.model.init(model_rng, jnp.zeros(self.graph.input_shape, jnp.float32))["params"], sep="/")
+        params = {"pruningnet": self.net.init(net_rng, full_channels(self.graph))["params"],
+                  "network": traverse_util.unflatten_dict({path: model_params[path] for path in self.learnt}, sep="/")}
         return {"params": params, "batch_stats": {}, "extra": {}}
 
     def generate(self, params, channels, batch_stats=None) -> dict:
-        """The masked zoo model's variables for ``channels`` [num_groups]."""
-        weights, bias = self.net.apply({"params": params}, channels)
-        return masked.zoo_variables(self.graph, weights, bias, batch_stats)
+        """The masked model's variables for ``channels`` [num_groups]."""
+        weights = self.net.apply({"params": params["pruningnet"]}, channels)
+        learnt = traverse_util.flatten_dict(params["network"], sep="/")
+        return masked.network_variables(self.graph, self.template, weights, learnt, batch_stats)
 
     def masked_logits(self, params, ratios, images) -> jax.Array:
         """Logits of the masked network at ``ratios`` [num_groups] (train-mode BatchNorm)."""

@@ -1,8 +1,9 @@
 """Width configurations: one ratio per coupled group, drawn from a grid.
 
 A configuration is a float array ``ratios`` [num_groups] (fixed groups at 1.0); a group
-keeps ``max(1, round(ratio * channels))`` channels (round half to even, as NumPy and
-``jnp.round``). The functions on arrays work under ``jax.jit`` with traced ratios, so a
+of ``channels`` in ``blocks`` blocks (``Group.blocks``, 1 unless a grouped conv or a
+GroupNorm splits it) keeps ``blocks * max(1, round(ratio * channels / blocks))`` channels
+(round half to even, as NumPy and ``jnp.round``). The functions on arrays work under ``jax.jit`` with traced ratios, so a
 training step samples a new configuration without recompiling.
 
 A widths file is JSON: ``{"model": NAME, "groups": {GROUP NAME: RATIO, ...},
@@ -54,8 +55,10 @@ def full_channels(graph: LayerGraph) -> np.ndarray:
 
 
 def group_channels(graph: LayerGraph, ratios) -> jax.Array:
-    """[num_groups] int32 kept channels for ``ratios`` [num_groups] (jit-able)."""
-    return jnp.maximum(1, jnp.round(jnp.asarray(ratios) * full_channels(graph))).astype(jnp.int32)
+    """[..., num_groups] int32 kept channels for ``ratios`` [..., num_groups] (jit-able)."""
+    blocks = np.asarray([g.blocks for g in graph.groups], np.int32)
+    per_block = jnp.round(jnp.asarray(ratios) * (full_channels(graph) // blocks))
+    return (blocks * jnp.maximum(1, per_block)).astype(jnp.int32)
 
 
 def uniform_ratios(graph: LayerGraph, ratio: float) -> np.ndarray:

@@ -25,7 +25,8 @@ import ml_collections
 import numpy as np
 
 from nas_jax.data import Pipeline, create_pipeline
-from nas_jax.models import create_model
+from nas_jax.models import create_model, is_custom
+from nas_jax.models.custom import CustomSpec
 from nas_jax.models.network import load_network
 from nas_jax.rep.from_plain import branches_from_plain
 from nas_jax.train.checkpoint import Checkpointer
@@ -40,8 +41,11 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def model_from_config(config, num_classes: int):
+    """The zoo model of ``config``, or its user model (``package.module:function``,
+    called with ``config.model_kwargs``)."""
+    extra = {"model_kwargs": dict(config.get("model_kwargs", {}))} if is_custom(config.model) else {}
     return create_model(config.model, block=config.block, num_classes=num_classes, width=config.width,
-                        dtype=jnp.dtype(config.dtype))
+                        dtype=jnp.dtype(config.dtype), **extra)
 
 
 def classification_task_from_config(config, num_classes: int) -> ClassificationTask:
@@ -55,6 +59,11 @@ def classification_task_from_config(config, num_classes: int) -> ClassificationT
     spec, model, variables = load_network(config.init_from)
     if spec.num_classes != num_classes:
         raise ValueError(f"{config.init_from} has {spec.num_classes} classes; the dataset has {num_classes}")
+    if isinstance(spec, CustomSpec):  # a user model: as it was exported, in its own dtype
+        if config.block != "plain":
+            raise ValueError(f"{config.init_from} holds user model {spec.target}; block={config.block!r} applies "
+                             "to zoo models only")
+        return ClassificationTask(model, config.label_smoothing, initial_variables=variables)
     if config.block in ("dbb", "repnas") and model.block == "plain":  # fine-tune with branches
         model = model.clone(block=config.block)
         variables = branches_from_plain(model, variables, input_shape=(1, spec.image_size, spec.image_size, 3))

@@ -44,7 +44,7 @@ def group_states(task: PruningTask, params) -> np.ndarray:
     """[P, gcn_features] float32: GCN embeddings pooled per prunable group, standardised."""
     net = task.net
     aggregator = GraphAggregator(task.graph, net.gcn_features, net.gcn_depth)
-    embeddings = np.asarray(aggregator.apply({"params": params["aggregator"]},
+    embeddings = np.asarray(aggregator.apply({"params": params["pruningnet"]["aggregator"]},
                                              node_features(task.graph, full_channels(task.graph))))
     pooled = np.stack([embeddings[list(task.graph.groups[g].layers)].mean(0) for g in task.graph.prunable_groups])
     return ((pooled - pooled.mean(0)) / (pooled.std(0) + 1e-6)).astype(np.float32)

@@ -32,9 +32,10 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from nas_jax.pruning.graph import IMAGE, LayerGraph
+from nas_jax.pruning.cost import input_widths, total_costs
+from nas_jax.pruning.graph import LayerGraph
 from nas_jax.pruning.search.latency import LatencyTable
-from nas_jax.pruning.widths import WidthGrid, full_channels
+from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels
 
 METRICS = ("flops", "params", "latency")
 MODES = ("hard", "penalty")
@@ -89,33 +90,13 @@ class SearchSpace:
         self.prunable = np.asarray(graph.prunable_groups, np.int64)
         self.num_groups, self.num_choices = len(self.prunable), len(grid.ratios)
         self._full = full_channels(graph).astype(np.int64)
-        self._in_group = np.asarray([graph.in_group(layer) for layer in graph.layers])
-        self._in_fixed = np.asarray([layer.in_channels for layer in graph.layers], np.int64)
         self._out_group = np.asarray([layer.group for layer in graph.layers])
-        self._coefficients = self._layer_coefficients()
         self.full_cost = {m: float(v[0]) for m, v in self.costs(self.full_choices()[None]).items()}
         self.limit = budget.fraction * self.full_cost[budget.metric]
         smallest = self.cost_ratio(np.zeros((1, self.num_groups), np.int64))[0]
         if smallest > budget.fraction + 1e-9:
             raise ValueError(f"budget {budget} is impossible: the smallest configuration (every group at "
                              f"{grid.ratios[0]:g}) needs {smallest:.4f} of the full model's {budget.metric}")
-
-    def _layer_coefficients(self) -> Dict[str, np.ndarray]:
-        """``{metric: [2, num_layers]}`` (quadratic, linear) coefficients."""
-        rows = {m: [] for m in ("flops", "params")}
-        for layer in self.graph.layers:
-            taps = layer.kernel[0] * layer.kernel[1]
-            positions = layer.out_hw[0] * layer.out_hw[1]
-            if layer.kind == "dense":
-                rows["flops"].append((1, 0))
-                rows["params"].append((1, 1))
-            elif layer.kind == "depthwise":
-                rows["flops"].append((0, positions * taps))
-                rows["params"].append((0, taps + 2))
-            else:
-                rows["flops"].append((positions * taps, 0))
-                rows["params"].append((taps, 2))
-        return {m: np.asarray(r, np.float64).T for m, r in rows.items()}
 
     def full_choices(self) -> np.ndarray:
         return np.full((self.num_groups,), self.num_choices - 1, np.int64)
@@ -128,20 +109,17 @@ class SearchSpace:
         return out
 
     def channels(self, choices) -> np.ndarray:
-        """[K, num_groups] int64 kept channels (as ``widths.group_channels``)."""
-        return np.maximum(1, np.round(self.ratios(choices) * self._full.astype(np.float32))).astype(np.int64)
+        """[K, num_groups] int64 kept channels (``widths.group_channels``)."""
+        return np.asarray(group_channels(self.graph, self.ratios(choices)), np.int64)
 
     def costs(self, choices) -> Dict[str, np.ndarray]:
         """``{'flops': [K], 'params': [K]}`` float64 exact costs of ``choices`` [K, P],
         and ``'latency'`` [K] predicted seconds when the space has a latency table."""
         channels = self.channels(choices)
-        c_out = channels[:, self._out_group]
-        c_in = np.where(self._in_group == IMAGE, self._in_fixed, channels[:, np.maximum(self._in_group, 0)])
-        costs = {m: (c_in * c_out) @ quadratic + c_out @ linear
-                 for m, (quadratic, linear) in self._coefficients.items()}
+        out = {m: v.astype(np.float64) for m, v in total_costs(self.graph, channels).items()}
         if self.latency is not None:
-            costs["latency"] = self.latency.total(c_in, c_out)
-        return costs
+            out["latency"] = self.latency.total(input_widths(self.graph, channels), channels[:, self._out_group])
+        return out
 
     def cost_ratio(self, choices) -> np.ndarray:
         """[K] the budget metric as a fraction of the full model's."""

@@ -1,0 +1,53 @@
+"""Any linen model at other layer widths, without a width argument in its code.
+
+``AtWidths(model, overrides)`` runs ``model`` with chosen ``nn.Conv`` / ``nn.Dense``
+submodules rebuilt with other attributes (``features``, a depthwise conv's
+``feature_group_count``): each overridden call is a copy of the submodule with those
+attributes, applied to the submodule's own variables. Its variables therefore have the
+overridden, really smaller shapes, in the same tree as ``model``'s (the wrapper shares
+the model's scope: no extra path level), and modules that size themselves from their
+input (BatchNorm, LayerNorm, GroupNorm, a following conv) follow. ``init`` creates them
+at those shapes.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Tuple
+
+import flax.linen as nn
+
+Overrides = Tuple[Tuple[str, Tuple[Tuple[str, int], ...]], ...]  # ((module path, ((attribute, value), ...)), ...)
+
+
+@contextlib.contextmanager
+def override_attributes(overrides: Dict[str, Dict[str, int]]):
+    """Within the context, a call of an ``nn.Conv`` or ``nn.Dense`` whose ``/``-joined path
+    is a key of ``overrides`` runs as that module with the attributes replaced."""
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        changes = overrides.get("/".join(module.path)) if context.method_name == "__call__" else None
+        if changes is None or not isinstance(module, (nn.Conv, nn.Dense)):
+            return next_fun(*args, **kwargs)
+        resized = module.clone(parent=None, **changes)
+        if module.is_initializing():
+            created = resized.init(module.make_rng("params"), *args, **kwargs)["params"]
+            for name, value in created.items():
+                module.put_variable("params", name, value)
+        return resized.apply({"params": module.variables["params"]}, *args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        yield
+
+
+class AtWidths(nn.Module):
+    """``model`` with the submodule attributes of ``overrides`` replaced."""
+    model: nn.Module
+    overrides: Overrides = ()
+
+    def setup(self):
+        nn.share_scope(self, self.model)
+
+    def __call__(self, *args, **kwargs):
+        with override_attributes({path: dict(changes) for path, changes in self.overrides}):
+            return self.model(*args, **kwargs)

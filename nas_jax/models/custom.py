@@ -1,0 +1,73 @@
+"""A user's own linen model, named ``package.module:function`` like a registry entry.
+
+The function is called as ``function(num_classes=N, **model_kwargs)`` and returns a linen
+module that is called as the zoo's are: ``module(images, train=...)`` on NHWC images,
+with BatchNorm statistics in ``batch_stats``. Its layer sizes are plain ints in its own
+code; ``nas_jax.models.AtWidths`` runs it at other widths.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Tuple
+
+import flax.linen as nn
+
+from nas_jax.models.at_widths import AtWidths, Overrides
+
+
+def is_custom(name: str) -> bool:
+    """Whether a model name is a ``package.module:function`` reference."""
+    return ":" in name
+
+
+def load_function(target: str) -> Callable[..., nn.Module]:
+    """The function ``target`` (``package.module:function``) names."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"model {target!r}: expected 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"model {target!r}: cannot import {module_name!r} ({err}); is its directory on "
+                         "PYTHONPATH or the package installed?") from err
+    function = module
+    for part in attribute.split("."):
+        if not hasattr(function, part):
+            raise ValueError(f"model {target!r}: {module_name} has no {attribute!r}")
+        function = getattr(function, part)
+    return function
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomSpec:
+    """A user's model ``target`` with ``num_classes`` outputs and ``model_kwargs``, on
+    square NHWC images of ``image_size``."""
+    target: str
+    num_classes: int
+    image_size: int = 224
+    model_kwargs: Tuple[Tuple[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.target
+
+    def model(self, block: str = "plain", overrides: Overrides = ()) -> nn.Module:
+        """The user's module (``block`` must be plain: a user model builds its own
+        blocks), at the ``AtWidths`` ``overrides`` if any."""
+        if block != "plain":
+            raise ValueError(f"model {self.target}: block={block!r} applies to zoo models only; a user model "
+                             "builds its own blocks from nas_jax.rep")
+        module = load_function(self.target)(num_classes=self.num_classes, **dict(self.model_kwargs))
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"model {self.target} returned {type(module).__name__}, not a flax.linen Module")
+        return AtWidths(module, overrides) if overrides else module
+
+    def to_json(self) -> dict:
+        return {"target": self.target, "num_classes": self.num_classes, "image_size": self.image_size,
+                "model_kwargs": dict(self.model_kwargs)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "CustomSpec":
+        return cls(doc["target"], doc["num_classes"], doc["image_size"],
+                   tuple(sorted(doc.get("model_kwargs", {}).items())))
