@@ -70,7 +70,7 @@ def load_network(directory: str) -> Tuple[Union[ZooSpec, CustomSpec], nn.Module,
         variables = traverse_util.unflatten_dict({k: data[k] for k in data.files}, sep="/")
     if "custom" in doc:
         spec = CustomSpec.from_json(doc["custom"])
-        overrides = tuple((path, tuple(sorted(changes.items()))) for path, changes in doc["overrides"])
+        overrides = tuple((path, tuple(changes.items())) for path, changes in doc["overrides"])
         return spec, spec.model("plain", overrides), variables
     spec = ZooSpec.from_json(doc)
     model = spec.model(doc.get("block", "plain"), tuple((p, int(c)) for p, c in doc["widths"]))

@@ -14,7 +14,9 @@ def pruning_section(**overrides) -> ml_collections.ConfigDict:
       any evaluation of a configuration;
     configurations_per_step: configurations drawn per step, each on its own part of the
       batch (the number of devices on a pod gives one per device shard; 1 is fastest on a CPU);
-    report_widths: the uniform widths ``report.json`` gives the accuracy of.
+    report_widths: the uniform widths ``report.json`` gives the accuracy of;
+    keep_full: paths of layers kept at full width (and whatever feeds them through an op the
+      layer graph cannot follow), e.g. ``("head/conv",)``.
     """
     p = ml_collections.ConfigDict()
     p.grid_start, p.grid_stop, p.grid_step = 0.1, 1.0, 0.05
@@ -22,6 +24,7 @@ def pruning_section(**overrides) -> ml_collections.ConfigDict:
     p.calibration_batches = 10
     p.configurations_per_step = 1
     p.report_widths = (0.25, 0.5, 0.75, 1.0)
+    p.keep_full = ()
     for key, value in overrides.items():
         if key not in p:
             raise KeyError(f"unknown pruning config key {key!r}; known: {sorted(p.keys())}")
