@@ -176,7 +176,21 @@ def test_exported_user_model_saves_loads_and_inits_at_its_widths(tmp_path):
     assert jax.tree.map(np.shape, fresh) == jax.tree.map(np.shape, loaded)
 
 
-def test_layers_of_several_kernels_or_unknown_functions_are_refused():
+def test_an_nnx_model_is_refused_with_what_is_traced():
+    from flax import nnx
+
+    class NNXNet(nnx.Module):
+        def __init__(self, rngs):
+            self.conv, self.head = nnx.Conv(3, 8, (3, 3), rngs=rngs), nnx.Linear(8, 10, rngs=rngs)
+
+        def __call__(self, x, train=False):
+            return self.head(self.conv(x).mean((1, 2)))
+
+    with pytest.raises(NotImplementedError, match="Flax NNX modules, also under nnx.bridge.to_linen, are not traced"):
+        build_layer_graph(nnx.bridge.to_linen(NNXNet), (1, SIZE, SIZE, 3))
+
+
+def test_unknown_functions_and_zoo_only_options_are_refused():
     with pytest.raises(ValueError, match="cannot import 'no_such_module'"):
         CustomSpec("no_such_module:f", 10, SIZE).model()
     with pytest.raises(ValueError, match="has no 'nope'"):

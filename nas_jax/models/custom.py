@@ -1,4 +1,5 @@
-"""A user's own linen model, named ``package.module:function`` like a registry entry.
+"""A user's own linen model, named ``package.module:function`` like a registry entry, or
+``path/to/file.py:function`` (a file that need not be on ``PYTHONPATH``).
 
 The function is called as ``function(num_classes=N, **model_kwargs)`` and returns a linen
 module that is called as the zoo's are: ``module(images, train=...)`` on NHWC images,
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
+import os
+import sys
 from typing import Any, Callable, Tuple
 
 import flax.linen as nn
@@ -21,16 +25,37 @@ def is_custom(name: str) -> bool:
     return ":" in name
 
 
+def _import_file(path: str):
+    """The module of Python file ``path``, imported once per absolute path."""
+    path = os.path.abspath(path)
+    name = "nas_jax_user_model_" + "".join(c if c.isalnum() else "_" for c in path)
+    if name not in sys.modules:
+        if not os.path.isfile(path):
+            raise ValueError(f"model file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
 def load_function(target: str) -> Callable[..., nn.Module]:
-    """The function ``target`` (``package.module:function``) names."""
-    module_name, _, attribute = target.partition(":")
+    """The function ``target`` (``package.module:function`` or ``file.py:function``) names."""
+    module_name, _, attribute = target.rpartition(":")
     if not module_name or not attribute:
-        raise ValueError(f"model {target!r}: expected 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"model {target!r}: cannot import {module_name!r} ({err}); is its directory on "
-                         "PYTHONPATH or the package installed?") from err
+        raise ValueError(f"model {target!r}: expected 'package.module:function' or 'path/to/file.py:function'")
+    if module_name.endswith(".py"):
+        module = _import_file(module_name)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(f"model {target!r}: cannot import {module_name!r} ({err}); is its directory on "
+                             "PYTHONPATH or the package installed?") from err
     function = module
     for part in attribute.split("."):
         if not hasattr(function, part):

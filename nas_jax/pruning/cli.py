@@ -21,8 +21,11 @@ HELP = "Graph Pruning: draw a layer graph, train a PruningNet, export a pruned n
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="prune_command", required=True)
-    g = sub.add_parser("graph", help="draw the layer graph of a zoo model (colour = coupled group)")
-    g.add_argument("--model", required=True)
+    g = sub.add_parser("graph", help="draw the layer graph of a model (colour = coupled group)")
+    g.add_argument("--model", required=True, help="a zoo model, or a user model as package.module:function "
+                                                  "or path/to/file.py:function")
+    g.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments of a user model's function")
+    g.add_argument("--keep-full", nargs="*", default=(), help="layer paths kept at full width")
     g.add_argument("--block", default="plain", help="plain | dbb | repnas | deploy")
     g.add_argument("--width", type=float, default=1.0)
     g.add_argument("--num-classes", type=int, default=1000)
@@ -54,10 +57,17 @@ def run(args) -> int:
 def run_graph(args) -> int:
     from nas_jax.pruning.draw import draw_graph
     from nas_jax.pruning.widths import save_widths, uniform_ratios
+    from nas_jax.models import CustomSpec, is_custom
     from nas_jax.models.network import ZooSpec
-    from nas_jax.pruning.graph import zoo_graph
+    from nas_jax.pruning.graph import build_layer_graph
 
-    graph = zoo_graph(ZooSpec(args.model, args.num_classes, args.width, args.image_size), args.block)
+    if is_custom(args.model):
+        spec = CustomSpec(args.model, args.num_classes, args.image_size,
+                          tuple(sorted(json.loads(args.model_kwargs).items())))
+    else:
+        spec = ZooSpec(args.model, args.num_classes, args.width, args.image_size)
+    graph = build_layer_graph(spec.model(args.block), (1, args.image_size, args.image_size, 3), spec.name,
+                              args.keep_full)
     draw_graph(graph, args.out)
     for group in graph.groups:
         layers = ", ".join(graph.layers[i].path for i in group.layers)

@@ -450,7 +450,9 @@ def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 22
     name = model_name or type(model).__name__
     found, norm_found, batch_norms, jaxpr = _trace(model, input_shape)
     if not found:
-        raise NotImplementedError(f"model {name}: no conv or dense layers were found")
+        raise NotImplementedError(f"model {name}: no conv or dense layers were found (the graph sees flax.linen "
+                                  "nn.Conv / nn.Dense and nas_jax.rep blocks; Flax NNX modules, also under "
+                                  "nnx.bridge.to_linen, are not traced)")
     unknown = sorted(set(keep_full) - {f["path"] for f in found})
     if unknown:
         raise ValueError(f"keep_full names {unknown}, which are no layers of {name}; its layers are "

@@ -1,6 +1,7 @@
 """``fuse_params``: one call turns a trained multi-branch model into its deploy form."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
@@ -59,8 +60,9 @@ def fused_kernels(model: nn.Module, variables, input_shape: Sequence[int] = (1, 
 
 
 def fuse_params(model: nn.Module, variables, *, input_shape: Sequence[int] = (1, 64, 64, 3)):
-    """``(deploy_model, deploy_variables)`` for any zoo model (or any linen model with a
-    ``block`` attribute built from ``nas_jax.rep`` blocks).
+    """``(deploy_model, deploy_variables)`` for any zoo model, or any linen model with a
+    ``block`` attribute that builds its conv-BN layers with ``nas_jax.models.conv_block``
+    (its own layout: ``experiments/custom_model.py``).
 
     Pure: ``variables`` is not modified, and the call works under ``jax.jit`` over
     ``variables``. Every conv-BN, DBB and RepNAS block becomes one conv with bias at the
@@ -68,11 +70,16 @@ def fuse_params(model: nn.Module, variables, *, input_shape: Sequence[int] = (1,
     A RepNAS block keeps the branches of its static mask (the model's ``branch_mask``),
     each scaled by the ``branch_weights`` collection when ``variables`` carries one.
     """
+    fields = {f.name for f in dataclasses.fields(model)}
+    if "block" not in fields:
+        raise ValueError(f"{type(model).__name__} has no `block` attribute: fuse_params rebuilds the model with "
+                         "block='deploy', so a model must pick its layers with "
+                         "nas_jax.models.conv_block(BlockSpec(self.block), ...)")
     fused = fused_kernels(model, variables, input_shape)
     params = variables["params"]
     for path, value in fused.items():
         _subtree(params, path)  # the block exists
         params = _set(params, path, value)
-    deploy_model = model.clone(block="deploy", branch_mask=())
+    deploy_model = model.clone(block="deploy", **({"branch_mask": ()} if "branch_mask" in fields else {}))
     return deploy_model, {"params": params}
 
