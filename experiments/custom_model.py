@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", default="flops=0.5")
     args, overrides = parser.parse_known_args(argv)
     workdir = os.path.abspath(args.workdir)
+    os.makedirs(workdir, exist_ok=True)
     os.chdir(REPO)  # the model is named by its path from the repository root
     prune, export = os.path.join(workdir, "prune"), os.path.join(workdir, "export")
     figures, start = {}, time.time()

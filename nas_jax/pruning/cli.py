@@ -68,6 +68,7 @@ def run_graph(args) -> int:
         spec = ZooSpec(args.model, args.num_classes, args.width, args.image_size)
     graph = build_layer_graph(spec.model(args.block), (1, args.image_size, args.image_size, 3), spec.name,
                               args.keep_full)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     draw_graph(graph, args.out)
     for group in graph.groups:
         layers = ", ".join(graph.layers[i].path for i in group.layers)

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas_jax.pruning.graph import IMAGE, Layer, LayerGraph
-from nas_jax.pruning.widths import WidthGrid, full_channels
+from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels
 from nas_jax.train.observe import write_json_atomic
 from nas_jax.train.step import compiler_options
 
@@ -105,9 +105,12 @@ def _meta(graph: LayerGraph, grid: WidthGrid, batch: int, samples: int, repeats:
             "grid": list(grid.ratios)}
 
 
-def _sample_widths(full: int, grid: WidthGrid, samples: int) -> List[int]:
-    ratios = np.linspace(grid.ratios[0], 1.0, samples)
-    return sorted({max(1, int(round(r * full))) for r in ratios})
+def _sample_widths(graph: LayerGraph, group: int, grid: WidthGrid, samples: int) -> List[int]:
+    """``samples`` kept widths of ``group`` from the grid's smallest ratio to 1 (as
+    ``widths.group_channels`` rounds them)."""
+    ratios = np.ones((samples, len(graph.groups)), np.float32)
+    ratios[:, group] = np.linspace(grid.ratios[0], 1.0, samples)
+    return sorted({int(c) for c in np.asarray(group_channels(graph, ratios))[:, group]})
 
 
 def _median_seconds(fn: Callable, args, repeats: int) -> float:
@@ -124,7 +127,7 @@ def _signature(layer: Layer, c_in: int, c_out: int) -> tuple:
     """What a layer's time depends on; a depthwise conv's input width is its output width."""
     if layer.kind == "depthwise":
         c_in = c_out
-    return (layer.kind, layer.kernel, layer.stride, layer.out_hw, c_in, c_out)
+    return (layer.kind, layer.kernel, layer.stride, layer.out_hw, c_in, c_out, layer.groups)
 
 
 def _layer_fn(layer: Layer, c_in: int, c_out: int, batch: int, dtype) -> Tuple[Callable, tuple]:
@@ -136,7 +139,7 @@ def _layer_fn(layer: Layer, c_in: int, c_out: int, batch: int, dtype) -> Tuple[C
         w = jax.random.normal(key, (c_in, c_out), dtype)
         fn = lambda x, w, b: x @ w + b  # noqa: E731
     else:
-        groups = c_in if layer.kind == "depthwise" else 1
+        groups = c_in if layer.kind == "depthwise" else layer.groups
         h, w_ = (s * layer.stride for s in layer.out_hw)
         x = jax.random.normal(key, (batch, h, w_, c_in), dtype)
         w = jax.random.normal(key, (*layer.kernel, c_in // groups, c_out), dtype)
@@ -154,7 +157,7 @@ def measure_latency_table(graph: LayerGraph, grid: WidthGrid, batch: int = 1, sa
     if samples < 2 or repeats < 1 or batch < 1:
         raise ValueError(f"need samples >= 2, repeats >= 1, batch >= 1 (got {samples}, {repeats}, {batch})")
     full = full_channels(graph)
-    width_options = [[int(full[g])] if graph.groups[g].fixed else _sample_widths(int(full[g]), grid, samples)
+    width_options = [[int(full[g])] if graph.groups[g].fixed else _sample_widths(graph, g, grid, samples)
                      for g in range(len(graph.groups))]
     plan = []  # (layer index, in widths, out widths)
     for index, layer in enumerate(graph.layers):
