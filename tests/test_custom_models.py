@@ -216,3 +216,25 @@ def test_prune_train_search_export_commands_on_a_user_model(tmp_path, capsys):
     exported = json.loads((out / "report.json").read_text())
     assert exported["max_abs_diff_vs_masked"] < 1e-4 and exported["flops"] == report["flops_by_width"]["0.5"]
     assert IMAGE not in [g for g, _ in graph.layers[1].inputs]
+    # the exported user network fine-tunes from its own weights
+    assert main(["train", "--config", "experiments/configs/train_digits.py", "--workdir", str(tmp_path / "ft"),
+                 f"--config.init_from={out}", "--config.num_steps=2", "--config.batch_size=16"]) == 0
+    assert (tmp_path / "ft" / "metrics.jsonl").read_text().strip()
+
+
+def test_fuse_params_on_a_user_model_of_its_own_layout():
+    """``experiments/custom_model.py``'s model in DBB form fuses; so does a pruned copy of
+    its plain form (``AtWidths``), whose deploy form keeps the pruned widths."""
+    from nas_jax.models import AtWidths
+    from nas_jax.models.custom import load_function
+    from nas_jax.rep.fuse import fuse_params
+
+    small_net = load_function("experiments/custom_model.py:small_net")
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+    for model in (small_net(10, "dbb"), AtWidths(small_net(10), (("mid/conv", (("features", 8),)),))):
+        with jax.enable_x64(True):
+            variables = as_float64(random_variables(model, x, seed=2))
+            deploy_model, deploy_variables = fuse_params(model, variables, input_shape=(1, 32, 32, 3))
+            fused, trained = deploy_model.apply(deploy_variables, as_float64(x)), model.apply(variables, as_float64(x))
+        assert fused.dtype == jnp.float64 and rel_l2(fused, trained) < 1e-12
+    assert deploy_variables["params"]["mid"]["conv"]["kernel"].shape == (3, 3, 32, 8)

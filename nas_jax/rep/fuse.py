@@ -70,16 +70,24 @@ def fuse_params(model: nn.Module, variables, *, input_shape: Sequence[int] = (1,
     A RepNAS block keeps the branches of its static mask (the model's ``branch_mask``),
     each scaled by the ``branch_weights`` collection when ``variables`` carries one.
     """
-    fields = {f.name for f in dataclasses.fields(model)}
-    if "block" not in fields:
-        raise ValueError(f"{type(model).__name__} has no `block` attribute: fuse_params rebuilds the model with "
-                         "block='deploy', so a model must pick its layers with "
-                         "nas_jax.models.conv_block(BlockSpec(self.block), ...)")
+    deploy_model = _deploy_form(model)
     fused = fused_kernels(model, variables, input_shape)
     params = variables["params"]
     for path, value in fused.items():
         _subtree(params, path)  # the block exists
         params = _set(params, path, value)
-    deploy_model = model.clone(block="deploy", **({"branch_mask": ()} if "branch_mask" in fields else {}))
     return deploy_model, {"params": params}
+
+
+def _deploy_form(model: nn.Module) -> nn.Module:
+    """``model`` with ``block='deploy'`` (and no branch mask); a wrapper holding the model
+    as its ``model`` field (``nas_jax.models.AtWidths``) wraps the inner model's deploy form."""
+    fields = {f.name for f in dataclasses.fields(model)}
+    if "block" not in fields and isinstance(getattr(model, "model", None), nn.Module):
+        return model.clone(model=_deploy_form(model.model))
+    if "block" not in fields:
+        raise ValueError(f"{type(model).__name__} has no `block` attribute: fuse_params rebuilds the model with "
+                         "block='deploy', so a model must pick its layers with "
+                         "nas_jax.models.conv_block(BlockSpec(self.block), ...)")
+    return model.clone(block="deploy", **({"branch_mask": ()} if "branch_mask" in fields else {}))
 

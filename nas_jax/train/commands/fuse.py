@@ -45,7 +45,8 @@ def run(args) -> int:
     with open(os.path.join(args.workdir, "deploy.json"), "w") as f:
         json.dump({"model": config.model, "block": "deploy", "width": config.width,
                    "num_classes": eval_data.num_classes, "dtype": config.dtype, "step": int(state.step),
-                   "widths": [list(w) for w in task.model.widths]}, f)  # a pruned network's layer widths
+                   "widths": [list(w) for w in getattr(task.model, "widths", ())],  # a pruned zoo network's
+                   "overrides": [[p, dict(c)] for p, c in getattr(task.model, "overrides", ())]}, f)  # a user one's
 
     def accuracy(logits):
         return float(np.mean(logits[real].argmax(-1) == batch["label"][real]))
