@@ -71,10 +71,9 @@ class PruningTask(Task):
         self.net = PruningNet(self.graph, gcn_features, gcn_depth, generator_hidden)
 
     def init(self, rng, batch):
-        net_rng, model_rng = jax.random.split(rng)
-        model_params = traverse_util.flatten_dict(
-            self.model.init(model_rng, jnp.zeros(self.graph.input_shape, jnp.float32))["params"], sep="/")
-        params = {"pruningnet": self.net.init(net_rng, full_channels(self.graph))["params"],
+        model_params = traverse_util.flatten_dict(self.model.init(
+            jax.random.fold_in(rng, 1), jnp.zeros(self.graph.input_shape, jnp.float32))["params"], sep="/")
+        params = {"pruningnet": self.net.init(rng, full_channels(self.graph))["params"],
                   "network": traverse_util.unflatten_dict({path: model_params[path] for path in self.learnt}, sep="/")}
         return {"params": params, "batch_stats": {}, "extra": {}}
 
