@@ -4,7 +4,7 @@
 # bf16), on whatever accelerators JAX sees; one JSON line per run appended to $OUT
 # (default bench_gpu.jsonl). Compare with DESIGN.md section 3 (H200: Flax plain 17,648
 # img/s, naive DBB 6,446 img/s; MetaPruning's PruningNet 35 img/s against 7,161 for the
-# fixed-width MobileNetV2). Usage: experiments/bench_gpu.sh [OUT] [STEPS]; $PYTHON picks
+# fixed-width MobileNetV2), and the RepNAS search step against DBB / plain. Usage: experiments/bench_gpu.sh [OUT] [STEPS]; $PYTHON picks
 # the interpreter (default python). On the lent GPU machine: experiments/device/gpu_bench.sh.
 set -uo pipefail
 OUT=${1:-bench_gpu.jsonl}
@@ -21,4 +21,6 @@ for BLOCK in plain dbb; do
 done
 bench -m nas_jax.cli bench infer --model resnet18 --block deploy --batch 256 --res 224 --dtype bfloat16
 bench experiments/bench_pruning.py --model mobilenet_v2 --batch 256 --image-size 224 --dtype bfloat16
+# the RepNAS search step against the DBB and plain steps of ResNet-18 (float32, batch 64, 224x224)
+bench experiments/bench_repnas_step.py --model resnet18 --width 1.0 --batch 64 --res 224 --out ""
 exit $failed

@@ -4,13 +4,17 @@ backbone, in one run (same machine, same batch, the loop's own compiled steps).
 Rows: the RepNAS search step with masked branches skipped (``nn.cond`` per branch) and
 with all six branches computed and scaled by the mask (``dense``); the fixed sub-network's
 step (a static mask); the DBB and plain train steps (``nas_jax.train.bench``). Prints a
-markdown table and the ratios, and writes it to ``--out``.
+markdown table and the ratios, and writes it to ``--out`` (none if empty); ``--json``
+also prints one JSON line (``search_images_per_s``: the faster search form,
+``dbb_images_per_s``, ``plain_images_per_s``, every row and the settings), the form
+``experiments/bench_gpu.sh`` collects.
 
-    python experiments/bench_repnas_step.py --model resnet18 --width 0.25 --batch 64 --res 32
+    python experiments/bench_repnas_step.py --model resnet18 --width 0.25 --batch 64 --res 32 [--json]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -70,6 +74,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--kept-ratio", type=float, default=0.34)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_repnas_step.md"))
+    parser.add_argument("--json", action="store_true", help="also print one JSON line of the figures")
     args = parser.parse_args()
 
     rows = {
@@ -92,7 +97,18 @@ def main() -> None:
     lines += ["", f"- search step time, cond / dense: {cond['step_ms'] / dense['step_ms']:.2f}",
               f"- search step time, cond / DBB: {cond['step_ms'] / dbb['step_ms']:.2f}",
               f"- search step time, dense / DBB: {dense['step_ms'] / dbb['step_ms']:.2f}"]
-    write_results(args.out, "\n".join(lines) + "\n", {"args": vars(args), "device": device, "rows": rows})
+    if args.out:
+        write_results(args.out, "\n".join(lines) + "\n", {"args": vars(args), "device": device, "rows": rows})
+    else:
+        print("\n".join(lines))
+    if args.json:
+        search = max((cond, "cond"), (dense, "dense"), key=lambda r: r[0]["images_per_s"])
+        print(json.dumps({
+            "benchmark": "repnas_step", "search_images_per_s": search[0]["images_per_s"], "search_form": search[1],
+            "dbb_images_per_s": dbb["images_per_s"], "plain_images_per_s": rows["plain train step"]["images_per_s"],
+            "search_over_dbb": search[0]["images_per_s"] / dbb["images_per_s"], "device": device,
+            "settings": {k: v for k, v in vars(args).items() if k not in ("out", "json")},
+            "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -20,11 +20,8 @@ from nas_jax.pruning.export import export_network
 from nas_jax.pruning.masked import masked_apply
 from nas_jax.pruning.task import PruningTask, configuration_variables, evaluate_configuration
 from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels, load_widths, uniform_ratios
-from nas_jax.train.checkpoint import Checkpointer
-from nas_jax.train.config import apply_overrides, config_from_json, load_config
-from nas_jax.train.loop import CHECKPOINT_DIR, example_batch, pipeline_from_config, total_steps
-from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import abstract_train_state, create_mesh
+from nas_jax.train.config import apply_overrides, load_config
+from nas_jax.train.loop import pipeline_from_config, restore_config, restore_run
 
 
 def load_run_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -82,24 +79,12 @@ def accuracy_by_width(config, task: PruningTask, params, train_data, eval_data) 
 
 
 def restore_params(workdir: str):
-    """(config, task, PruningNet params) of the newest checkpoint in ``workdir``."""
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{workdir} holds no pruning run (no config.json)")
-    with open(config_path) as f:
-        config = config_from_json(json.load(f))
-    if "pruning" not in config:
+    """(config, task, PruningNet params) of the newest checkpoint of the pruning run in
+    ``workdir``."""
+    if "pruning" not in restore_config(workdir):
         raise ValueError(f"{workdir} holds a run that is not a pruning run")
-    task = pruning_task(config)
-    train_data = pipeline_from_config(config, config.train_split)
-    tx, _ = create_optimizer(config, total_steps(config, train_data))
-    abstract = abstract_train_state(task, tx, example_batch(train_data), create_mesh())
-    checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.max_to_keep)
-    restored = checkpointer.restore_latest(abstract)
-    checkpointer.close()
-    if restored is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/{CHECKPOINT_DIR}")
-    return config, task, restored.state.params
+    config, task, state, _ = restore_run(workdir, pruning_task)
+    return config, task, state.params
 
 
 def export_from_workdir(workdir: str, widths_path: str, out_dir: str) -> dict:

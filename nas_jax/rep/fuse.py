@@ -5,26 +5,12 @@ import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
+from flax import traverse_util
 import jax.numpy as jnp
 
 from nas_jax.rep.blocks import ConvBN, DiverseBranchBlock, RepNASBlock
 
 FUSABLE = (ConvBN, DiverseBranchBlock, RepNASBlock)
-
-
-def _subtree(tree, path):
-    for p in path:
-        tree = tree[p]
-    return tree
-
-
-def _set(tree, path, value):
-    """A copy of nested dict ``tree`` with ``value`` at ``path`` (no mutation of ``tree``)."""
-    if not path:
-        return value
-    out = dict(tree)
-    out[path[0]] = _set(tree.get(path[0], {}), path[1:], value)
-    return out
 
 
 def fused_kernels(model: nn.Module, variables, input_shape: Sequence[int] = (1, 64, 64, 3)):
@@ -71,12 +57,11 @@ def fuse_params(model: nn.Module, variables, *, input_shape: Sequence[int] = (1,
     each scaled by the ``branch_weights`` collection when ``variables`` carries one.
     """
     deploy_model = _deploy_form(model)
-    fused = fused_kernels(model, variables, input_shape)
-    params = variables["params"]
-    for path, value in fused.items():
-        _subtree(params, path)  # the block exists
-        params = _set(params, path, value)
-    return deploy_model, {"params": params}
+    flat = traverse_util.flatten_dict(variables["params"])
+    for path, value in fused_kernels(model, variables, input_shape).items():
+        flat = {k: v for k, v in flat.items() if k[:len(path)] != path}  # the block's branches go
+        flat.update({path + k: v for k, v in traverse_util.flatten_dict(value).items()})
+    return deploy_model, {"params": traverse_util.unflatten_dict(flat)}
 
 
 def _deploy_form(model: nn.Module) -> nn.Module:

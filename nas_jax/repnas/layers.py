@@ -8,6 +8,7 @@ import dataclasses
 from typing import Dict, Sequence, Tuple
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,23 +80,11 @@ def find_searchable_layers(model: nn.Module, input_shape: Sequence[int]) -> Tupl
     return tuple(found)
 
 
-def _nest(paths: Sequence[str], leaves) -> Dict:
-    """``{'stage1_0': {'conv1': leaf, ...}, ...}`` from ``"stage1_0/conv1"`` paths."""
-    tree: Dict = {}
-    for path, leaf in zip(paths, leaves):
-        *parents, last = path.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = leaf
-    return tree
-
-
 def branch_weights_collection(paths: Sequence[str], weights, mask=None) -> Dict:
     """The ``branch_weights`` collection: ``w = weights[l]`` (and ``mask = mask[l]``, the
     dynamic mask, when given) under each layer's path; ``weights``/``mask`` ``[L, 6]``."""
     rows = [{"w": weights[i]} if mask is None else {"w": weights[i], "mask": mask[i]} for i in range(len(paths))]
-    return _nest(paths, rows)
+    return traverse_util.unflatten_dict(dict(zip(paths, rows)), sep="/")
 
 
 def static_branch_mask(paths: Sequence[str], mask) -> Tuple[Tuple[str, Tuple[bool, ...]], ...]:

@@ -16,7 +16,6 @@ from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from nas_jax.data import create_pipeline
@@ -26,7 +25,6 @@ from nas_jax.repnas.genotype import read_genotype_mask
 from nas_jax.repnas.layers import find_searchable_layers
 from nas_jax.repnas.masks import BranchBudget, kept_mask
 from nas_jax.repnas.run import fuse_and_report
-from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
 
 
 def official_mask(alphas, num_layers: int, kept_ratio: float) -> np.ndarray:
@@ -62,10 +60,8 @@ def import_official(checkpoint, model_name: str, workdir: str, *, num_classes: i
         mask = official_mask(alphas, len(layers), kept_ratio)
     else:
         raise ValueError("the checkpoint holds no alphas: give the mask as a genotype.json (--mask)")
-    budget = BranchBudget(len(layers), kept_ratio)
-    task = RepNASTask(model, layers, budget, SearchSchedule(0, 0, 1), alpha_optimizer())
-    config = ml_collections.ConfigDict({"model": model_name, "width": width, "dtype": "float32",
-                                        "eval_batch_size": batch_size})
-    return fuse_and_report(task, variables, mask, config, workdir, eval_data, alphas, {
+    BranchBudget(len(layers), kept_ratio)  # refuses a kept_ratio out of range
+    settings = {"model": model_name, "width": width, "dtype": "float32"}
+    return fuse_and_report(model, layers, variables, mask, settings, workdir, eval_data, batch_size, alphas, {
         "checkpoint": os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "<state_dict>",
         "mask_source": mask_file or "alphas", "kept_ratio": kept_ratio, "wall_s": time.perf_counter() - start})

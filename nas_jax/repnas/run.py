@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -29,14 +30,14 @@ from nas_jax.data import Pipeline
 from nas_jax.models import create_model
 from nas_jax.rep.fuse import fuse_params
 from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, plot_mask_trace, write_genotype
-from nas_jax.repnas.layers import find_searchable_layers
+from nas_jax.repnas.layers import SearchableLayer, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget
 from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
+from nas_jax.train.checkpoint import save_deploy
 from nas_jax.train.loop import pipeline_from_config, total_steps, train
 from nas_jax.train.step import create_mesh, data_sharding, replicated, shard_batch
 
 REPORT_FILE = "report.json"
-DEPLOY_DIR = "deploy"
 
 
 def supernet_model(config, num_classes: int):
@@ -92,44 +93,37 @@ def plain_params(model, image_shape) -> int:
     return count_params(shapes["params"])
 
 
-def save_deploy(workdir: str, deploy_variables, settings: Dict) -> str:
-    import orbax.checkpoint as ocp
-
-    out_dir = os.path.abspath(os.path.join(workdir, DEPLOY_DIR))
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(out_dir, jax.device_get(deploy_variables), force=True)
-    with open(os.path.join(workdir, "deploy.json"), "w") as f:
-        json.dump({**settings, "block": "deploy"}, f, indent=2)
-    return out_dir
-
-
-def fuse_and_report(task: RepNASTask, variables, mask, config, workdir: str, eval_data: Pipeline,
-                    alphas=None, extra_report: Optional[Dict] = None) -> Dict:
-    """Writes the genotype, fuses the fixed sub-network, evaluates both forms on
-    ``eval_data`` and writes ``deploy/``, ``deploy.json`` and ``report.json``."""
+def fuse_and_report(model: nn.Module, layers: Sequence[SearchableLayer], variables, mask, settings: Dict,
+                    workdir: str, eval_data: Pipeline, eval_batch_size: int, alphas=None,
+                    extra_report: Optional[Dict] = None) -> Dict:
+    """Writes the genotype of ``mask`` [L, 6] over the searchable ``layers`` of the RepNAS
+    ``model``, fuses that fixed sub-network, evaluates both forms on ``eval_data`` and writes
+    ``deploy/``, ``deploy.json`` and ``report.json``. ``settings``: ``model``, ``width``,
+    ``dtype`` (recorded in ``deploy.json`` and the report)."""
     mesh = create_mesh()
     mask = np.asarray(mask) > 0
-    write_genotype(os.path.join(workdir, GENOTYPE_FILE), task.layers, mask, alphas)
-    fixed = task.fixed_model(mask)
+    write_genotype(os.path.join(workdir, GENOTYPE_FILE), layers, mask, alphas)
+    fixed = model.clone(branch_mask=static_branch_mask([layer.path for layer in layers], mask))
     variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
     input_shape = (1,) + tuple(eval_data.image_shape)
     deploy_model = fixed.clone(block="deploy", branch_mask=())
     with jax.default_matmul_precision("highest"):
         deploy_variables = jax.jit(lambda v: fuse_params(fixed, v, input_shape=input_shape)[1])(variables)
-    trained_logits, labels = predict(fixed, variables, eval_data, config.eval_batch_size, mesh)
-    fused_logits, _ = predict(deploy_model, deploy_variables, eval_data, config.eval_batch_size, mesh)
+    trained_logits, labels = predict(fixed, variables, eval_data, eval_batch_size, mesh)
+    fused_logits, _ = predict(deploy_model, deploy_variables, eval_data, eval_batch_size, mesh)
     deploy_dir = save_deploy(workdir, deploy_variables, {
-        "model": config.model, "width": config.width, "num_classes": eval_data.num_classes, "dtype": config.dtype})
+        "model": settings["model"], "width": settings["width"], "num_classes": eval_data.num_classes,
+        "dtype": settings["dtype"]})
     report = {
-        "model": config.model, "width": config.width, "eval_split": eval_data.split,
+        "model": settings["model"], "width": settings["width"], "eval_split": eval_data.split,
         "supernet_test_accuracy": float(np.mean(trained_logits.argmax(-1) == labels)),
         "fused_test_accuracy": float(np.mean(fused_logits.argmax(-1) == labels)),
         "fused_vs_supernet_max_abs_logit_diff": float(np.abs(trained_logits - fused_logits).max()),
         "test_examples": int(len(labels)),
         "deploy_params": count_params(deploy_variables["params"]),
-        "plain_params": plain_params(task.model, eval_data.image_shape),
+        "plain_params": plain_params(model, eval_data.image_shape),
         "kept_branches": int(mask.sum()), "total_branches": int(mask.size),
-        "identity_branches": int(sum(layer.has_identity for layer in task.layers)),
+        "identity_branches": int(sum(layer.has_identity for layer in layers)),
         "deploy_dir": deploy_dir, **(extra_report or {})}
     with open(os.path.join(workdir, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
@@ -159,7 +153,9 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
                     task.schedule.random_steps, task.schedule.fix_step)
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     eval_data = pipeline_from_config(config, config.repnas.test_split)
-    return fuse_and_report(task, variables, task.fixed_mask, config, workdir, eval_data, extra["alphas"], {
+    settings = {"model": config.model, "width": config.width, "dtype": config.dtype}
+    return fuse_and_report(task.model, task.layers, variables, task.fixed_mask, settings, workdir, eval_data,
+                           config.eval_batch_size, extra["alphas"], {
         "steps": step, "random_steps": task.schedule.random_steps, "search_steps": task.schedule.search_steps,
         "fix_step": task.schedule.fix_step, "kept_ratio": config.repnas.kept_ratio, "budget": config.repnas.budget,
         "wall_s": time.perf_counter() - start})

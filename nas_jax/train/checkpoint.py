@@ -6,15 +6,34 @@ when complete), so a run killed mid-save leaves the previous checkpoints intact.
 ``restore_latest`` tries the newest step first; a step that fails to restore (a deleted
 or truncated file) is reported with a warning, moved aside to ``corrupt_<step>`` (so the
 run can save that step again) and the previous step is tried.
+
+``save_deploy`` writes a run's deploy (fused) network, the one format ``nas-jax fuse`` and
+``nas-jax repnas`` share: ``W/deploy`` (orbax, ``{'params'}`` of ``block='deploy'``) and
+``W/deploy.json`` (the model settings).
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from typing import Any, NamedTuple, Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+
+DEPLOY_DIR = "deploy"
+
+
+def save_deploy(workdir: str, deploy_variables, settings: dict) -> str:
+    """Writes ``W/deploy`` and ``W/deploy.json`` (``settings`` plus ``block: deploy``);
+    returns the deploy directory."""
+    out_dir = os.path.abspath(os.path.join(workdir, DEPLOY_DIR))
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(out_dir, jax.device_get(deploy_variables), force=True)
+    with open(os.path.join(workdir, "deploy.json"), "w") as f:
+        json.dump({**settings, "block": "deploy"}, f, indent=2)
+    return out_dir
 
 
 class Restored(NamedTuple):

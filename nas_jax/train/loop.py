@@ -17,7 +17,7 @@ import json
 import math
 import os
 import signal
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -198,13 +198,15 @@ def restore_config(workdir: str) -> ml_collections.ConfigDict:
         return config_from_json(json.load(f))
 
 
-def restore_run(workdir: str):
-    """``(config, task, state, mesh)`` of the newest readable checkpoint of a
-    ``ClassificationTask`` run in ``workdir`` (its config read from ``config.json``)."""
+def restore_run(workdir: str, make_task: Optional[Callable[[ml_collections.ConfigDict], Task]] = None):
+    """``(config, task, state, mesh)`` of the newest readable checkpoint of the run in
+    ``workdir`` (its config read from ``config.json``); ``make_task(config)`` builds the
+    run's task (default: the ``ClassificationTask`` of ``config``)."""
     config = restore_config(workdir)
     mesh = create_mesh()
     train_data = pipeline_from_config(config, config.train_split)
-    task = classification_task_from_config(config, train_data.num_classes)
+    task = (make_task(config) if make_task is not None
+            else classification_task_from_config(config, train_data.num_classes))
     tx, _ = create_optimizer(config, total_steps(config, train_data))
     checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.max_to_keep)
     restored = checkpointer.restore_latest(abstract_train_state(task, tx, example_batch(train_data), mesh))

@@ -4,7 +4,6 @@ model settings, and a pruned network's per-layer ``widths``), and check it again
 from __future__ import annotations
 
 import json
-import os
 
 HELP = "fuse a trained run into its deploy form (W/deploy) and check it on a validation batch"
 
@@ -17,9 +16,8 @@ def run(args) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import orbax.checkpoint as ocp
-
     from nas_jax.rep.fuse import fuse_params
+    from nas_jax.train.checkpoint import save_deploy
     from nas_jax.train.loop import pipeline_from_config, restore_run
 
     config, task, state, _ = restore_run(args.workdir)
@@ -39,14 +37,11 @@ def run(args) -> int:
         trained = np.asarray(jax.jit(task.model.apply)(variables, jnp.asarray(batch["image"])))
         deployed = np.asarray(jax.jit(deploy_model.apply)(deploy_variables, jnp.asarray(batch["image"])))
     real = batch["mask"] > 0
-    out_dir = os.path.abspath(os.path.join(args.workdir, "deploy"))
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(out_dir, deploy_variables, force=True)
-    with open(os.path.join(args.workdir, "deploy.json"), "w") as f:
-        json.dump({"model": config.model, "block": "deploy", "width": config.width,
-                   "num_classes": eval_data.num_classes, "dtype": config.dtype, "step": int(state.step),
-                   "widths": [list(w) for w in getattr(task.model, "widths", ())],  # a pruned zoo network's
-                   "overrides": [[p, dict(c)] for p, c in getattr(task.model, "overrides", ())]}, f)  # a user one's
+    out_dir = save_deploy(args.workdir, deploy_variables, {
+        "model": config.model, "width": config.width, "num_classes": eval_data.num_classes, "dtype": config.dtype,
+        "step": int(state.step),
+        "widths": [list(w) for w in getattr(task.model, "widths", ())],  # a pruned zoo network's
+        "overrides": [[p, dict(c)] for p, c in getattr(task.model, "overrides", ())]})  # a pruned user network's
 
     def accuracy(logits):
         return float(np.mean(logits[real].argmax(-1) == batch["label"][real]))
