@@ -20,7 +20,7 @@ masked model with recalibrated statistics computes exactly what ``export`` crops
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable
+from typing import Callable, Dict, Iterable
 
 import flax.linen as nn
 import jax
@@ -145,18 +145,16 @@ def batch_statistics(model: nn.Module, graph: LayerGraph, variables, channels, i
     return traverse_util.unflatten_dict(flat)
 
 
-_batch_statistics_jit = jax.jit(batch_statistics, static_argnums=(0, 1))
-
-
-def recalibrate(model: nn.Module, graph: LayerGraph, variables, channels, batches: Iterable) -> dict:
+def recalibrate(statistics: Callable, variables, channels, batches: Iterable) -> dict:
     """BatchNorm statistics for one configuration: the average over ``batches`` (arrays of
-    images [B, H, W, C]) of each batch's statistics, as PyTorch's cumulative average."""
+    images [B, H, W, C]) of each batch's statistics, as PyTorch's cumulative average.
+    ``statistics(variables, channels, images)``: ``batch_statistics`` of the model and
+    graph, compiled once by its owner (``PruningTask.statistics``)."""
     total, count = None, 0
     for images in batches:
-        stats = _batch_statistics_jit(model, graph, variables, channels, images)
+        stats = statistics(variables, channels, images)
         total = stats if total is None else jax.tree.map(jnp.add, total, stats)
         count += 1
     if total is None:
         raise ValueError("recalibrate needs at least one batch")
     return jax.tree.map(lambda s: s / count, total)
-

@@ -26,6 +26,7 @@ measurement: BatchNorm recalibrated for the configuration, then evaluation.
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import jax
@@ -69,6 +70,10 @@ class PruningTask(Task):
         self.template = masked.template(model, self.graph)
         self.learnt = masked.learnt_paths(self.graph, self.template["params"])
         self.net = PruningNet(self.graph, gcn_features, gcn_depth, generator_hidden)
+        # compiled once per task, and freed with it
+        self.generate_compiled = jax.jit(self.generate)
+        self.statistics = jax.jit(functools.partial(masked.batch_statistics, model, self.graph))
+        self.accuracy_sums = jax.jit(self._accuracy_sums)
 
     def init(self, rng, batch):
         model_params = traverse_util.flatten_dict(self.model.init(
@@ -76,6 +81,11 @@ class PruningTask(Task):
         params = {"pruningnet": self.net.init(rng, full_channels(self.graph))["params"],
                   "network": traverse_util.unflatten_dict({path: model_params[path] for path in self.learnt}, sep="/")}
         return {"params": params, "batch_stats": {}, "extra": {}}
+
+    def _accuracy_sums(self, variables, channels, batch):
+        logits = masked.masked_apply(self.model, self.graph, variables, channels, batch["image"], train=False)
+        mask = batch["mask"]
+        return ((jnp.argmax(logits, -1) == batch["label"]) * mask).sum(), mask.sum()
 
     def generate(self, params, channels, batch_stats=None) -> dict:
         """The masked model's variables for ``channels`` [num_groups]."""
@@ -111,22 +121,13 @@ class PruningTask(Task):
         return loss, (logits, batch_stats, {"mean_width": kept.mean()})
 
 
-def _accuracy_sums(task: PruningTask, variables, channels, batch):
-    logits = masked.masked_apply(task.model, task.graph, variables, channels, batch["image"], train=False)
-    mask = batch["mask"]
-    return ((jnp.argmax(logits, -1) == batch["label"]) * mask).sum(), mask.sum()
-
-
-_accuracy_sums_jit = jax.jit(_accuracy_sums, static_argnums=0)
-_generate_jit = jax.jit(lambda task, params, channels: task.generate(params, channels), static_argnums=0)
-
 
 def configuration_variables(task: PruningTask, params, ratios, calibration_images: Iterable) -> Tuple[dict, jax.Array]:
     """(masked full-width variables with recalibrated BatchNorm statistics, kept channels)
     for ``ratios`` [num_groups]; ``calibration_images``: batches of images."""
     channels = group_channels(task.graph, jnp.asarray(ratios, jnp.float32))
-    variables = _generate_jit(task, params, channels)
-    stats = masked.recalibrate(task.model, task.graph, variables, channels, calibration_images)
+    variables = task.generate_compiled(params, channels)
+    stats = masked.recalibrate(task.statistics, variables, channels, calibration_images)
     return dict(variables, batch_stats=stats), channels
 
 
@@ -136,6 +137,6 @@ def evaluate_configuration(task: PruningTask, params, ratios, calibration_images
     variables, channels = configuration_variables(task, params, ratios, calibration_images)
     correct = count = 0.0
     for batch in eval_batches:
-        c, n = _accuracy_sums_jit(task, variables, channels, batch)
+        c, n = task.accuracy_sums(variables, channels, batch)
         correct, count = correct + float(c), count + float(n)
     return correct / max(count, 1.0)
