@@ -276,32 +276,38 @@ class _Value:
 _NONE = _Value()
 
 
-class _ChannelFlow:
-    """The symbolic pass over a tagged jaxpr (see the module doc)."""
+class _UnionFind:
+    """Union-find over the integers ``0 .. size - 1`` (``grow`` adds more); the smaller
+    index is the root of a union."""
 
-    def __init__(self):
-        self.parent: List[int] = []
-        self.owner: List[Tuple[int, int]] = []  # slot -> (layer or IMAGE, channel)
-        self.layer_slots: Dict[int, np.ndarray] = {}
-        self.layer_in: Dict[int, _Value] = {}
-        self.norm_in: Dict[int, _Value] = {}
+    def __init__(self, size: int = 0):
+        self.parent = list(range(size))
 
-    def new_slots(self, owner: int, n: int) -> np.ndarray:
+    def grow(self, n: int) -> np.ndarray:
         start = len(self.parent)
         self.parent.extend(range(start, start + n))
-        self.owner.extend((owner, c) for c in range(n))
         return np.arange(start, start + n)
 
-    def find(self, s: int) -> int:
-        while self.parent[s] != s:
-            self.parent[s] = self.parent[self.parent[s]]
-            s = self.parent[s]
-        return s
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
 
     def union(self, a: int, b: int) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
+
+
+class _ChannelFlow(_UnionFind):
+    """The symbolic pass over a tagged jaxpr (see the module doc)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer_slots: Dict[int, np.ndarray] = {}
+        self.layer_in: Dict[int, _Value] = {}
+        self.norm_in: Dict[int, _Value] = {}
 
     # -- rules ---------------------------------------------------------------------------
     @staticmethod
@@ -405,7 +411,7 @@ class _ChannelFlow:
             self.layer_in[index] = x
             return x
         if kind == "out":
-            self.layer_slots[index] = self.new_slots(index, width)
+            self.layer_slots[index] = self.grow(width)
             return _Value(self.layer_slots[index], None, frozenset([index]))
         if kind == "nin":
             self.norm_in[index] = x
@@ -421,23 +427,6 @@ class _ChannelFlow:
             for var, value in zip(eqn.outvars, self._apply(eqn, [read(v) for v in eqn.invars])):
                 env[var] = value
         return [read(v) for v in jaxpr.outvars]
-
-
-class _Groups:
-    """Union-find over layers, for the coupled groups."""
-
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
 
 
 def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 224, 3), model_name: str = "",
@@ -458,7 +447,7 @@ def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 22
         raise ValueError(f"keep_full names {unknown}, which are no layers of {name}; its layers are "
                          f"{[f['path'] for f in found]}")
     flow = _ChannelFlow()
-    image = flow.new_slots(IMAGE, input_shape[-1])
+    image = flow.grow(input_shape[-1])
     outputs = flow.run(jaxpr, [_NONE] * (len(jaxpr.invars) - 1) + [_Value(image, None, frozenset([IMAGE]))])
     missing = [f["path"] for i, f in enumerate(found) if i not in flow.layer_in or i not in flow.layer_slots]
     if missing:
@@ -471,7 +460,7 @@ def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 22
                     flow.union(int(s), int(t))
 
     # layers united channel by channel form a group
-    layer_groups = _Groups(len(found))
+    layer_groups = _UnionFind(len(found))
     seen: Dict[int, Tuple[int, int]] = {}  # slot root -> (layer, channel)
     image_roots = {flow.find(int(s)) for s in image}
     for i in range(len(found)):
