@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from results_io import mean_std
+
 from nas_jax.cli import main as nas_jax
 from nas_jax.pruning.run import export_from_workdir
 from nas_jax.pruning.search.searchers import METHODS
@@ -61,16 +63,11 @@ def run_one(args, context: SearchContext, budget: float, seed: int, method: str)
     return row
 
 
-def mean_std(values) -> str:
-    values = np.asarray(values, np.float64)
-    return f"{values.mean():.3f} ± {values.std():.3f}"
-
-
 def markdown(rows, args) -> str:
     """The table over the rows present (``seeds`` counts them, so a cut-short run says so)."""
     lines = [f"Digits proxy (ResNet-18 x0.25, 32x32): one PruningNet, {args.evaluations} evaluations per search "
              f"(uniform: 1), each best configuration exported and fine-tuned {args.finetune_steps} steps "
-             "(train_digits.py). Mean ± std over seeds. Held-out = digits validation split (PruningNet weights, "
+             "(train_digits.py). Mean ± sample std (ddof 1) over seeds. Held-out = digits validation split (PruningNet weights, "
              "BN recalibrated); test = test split after fine-tuning. Search wall-clock on 2 shared CPU cores; "
              "the first search of a run includes compiling the evaluator.", "",
              "| FLOPs budget | method | seeds | FLOPs ratio | held-out acc | test acc (fine-tuned) | search s |",

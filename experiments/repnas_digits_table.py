@@ -21,9 +21,8 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 
-from results_io import write_results
+from results_io import mean_std, write_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "experiments", "configs")
@@ -72,10 +71,6 @@ def repnas(seed: int, workdir: str, env, kept_ratio: float) -> dict:
             "fused_vs_supernet_max_abs_logit_diff": report["fused_vs_supernet_max_abs_logit_diff"]}
 
 
-def _mean_std(values):
-    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1 if len(values) > 1 else 0):.2f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -99,13 +94,13 @@ def main() -> None:
     lines = [f"# Digits: plain vs DBB vs RepNAS ({settings['model']} width {settings['width']}, "
              f"{settings['num_epochs']:g} epochs, seeds {args.seeds})", "",
              "All three deploy to the same network (one 3x3 conv with bias per layer). Test split: 360 images.", "",
-             "| method | test accuracy % (mean ± std) | training wall-clock s (mean ± std) | per seed |",
+             "| method | test accuracy % (mean ± sample std) | training wall-clock s (mean ± sample std) | per seed |",
              "| --- | --- | --- | --- |"]
     for name, results in runs.items():
         acc = [r["test_accuracy"] for r in results]
         wall = [r["wall_s"] for r in results]
         per_seed = ", ".join(f"{100 * a:.2f}" for a in acc)
-        lines.append(f"| {name} | {_mean_std(acc)} | {np.mean(wall):.0f} ± {np.std(wall):.0f} | {per_seed} |")
+        lines.append(f"| {name} | {mean_std(acc, 100, 2)} | {mean_std(wall, 1, 0)} | {per_seed} |")
     rep = runs[f"RepNAS ({args.kept_ratio})"][0]
     lines += ["", f"RepNAS keeps {rep['kept_branches']} of {rep['total_branches']} branches; deploy params "
               f"{rep['deploy_params']:,}; fused vs trained max |logit diff| "

@@ -3,6 +3,16 @@ JSON file of the raw rows beside it."""
 import json
 import os
 
+import numpy as np
+
+
+def mean_std(values, scale: float = 1.0, digits: int = 3) -> str:
+    """``"mean ± std"`` of ``values`` times ``scale``; std is the sample standard deviation
+    (ddof 1; 0 for a single value)."""
+    values = scale * np.asarray(values, np.float64)
+    std = values.std(ddof=1) if values.size > 1 else 0.0
+    return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
+
 
 def write_results(markdown_path: str, text: str, doc: dict) -> None:
     """Prints ``text``, writes it to ``markdown_path`` and ``doc`` to the same path with

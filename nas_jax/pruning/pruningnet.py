@@ -86,8 +86,8 @@ def expand(hidden: jax.Array, kernel: jax.Array) -> jax.Array:
     memory traffic over them; XLA fuses the elementwise form into the optimiser's update,
     where the dot's result is written out and read back. On the CPU, where the steps
     compile without the algebraic simplifier that would rewrite the dot, this and the
-    dependency in the backward pass take the digits PruningNet step from 325 to 632
-    images/s (``experiments/bench_pruning.py``)."""
+    dependency in the backward pass make the PruningNet step much faster (measured by
+    ``experiments/bench_pruning.py``; figures in the README)."""
     return hidden @ kernel
 
 
