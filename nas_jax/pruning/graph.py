@@ -37,7 +37,6 @@ its channel pattern, channel fastest).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -53,6 +52,7 @@ from jax.extend import core as jex_core
 
 from nas_jax.models.network import ZooSpec
 from nas_jax.rep.blocks import ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock
+from nas_jax.rep.walk import intercept_modules
 
 LAYER_TYPES = (ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock, nn.Conv, nn.Dense)
 NORM_TYPES = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm)
@@ -183,31 +183,11 @@ def _describe(module: nn.Module, x, y) -> dict:
     return dict(kind=kind, kernel=_pair(kernel), stride=_pair(stride)[0], groups=groups)
 
 
-@contextlib.contextmanager
 def intercept_layers(wrap: Callable, norms: Optional[Callable] = None):
-    """Within the context, every call of a top-level layer (an instance of ``LAYER_TYPES``
-    not called from inside another layer or normalisation) runs as ``wrap(module, call, x)``,
-    where ``call(x)`` runs the layer on its input ``x`` (the remaining arguments are
-    kept); top-level normalisations (``NORM_TYPES``) likewise run through ``norms`` if given."""
-    depth = [0]
-
-    def interceptor(next_fun, args, kwargs, context):
-        module = context.module
-        hook = wrap if isinstance(module, LAYER_TYPES) else norms if isinstance(module, NORM_TYPES) else None
-        if context.method_name != "__call__" or hook is None or depth[0] > 0:
-            return next_fun(*args, **kwargs)
-
-        def call(x):
-            depth[0] += 1
-            try:
-                return next_fun(x, *args[1:], **kwargs)
-            finally:
-                depth[0] -= 1
-
-        return hook(module, call, args[0])
-
-    with nn.intercept_methods(interceptor):
-        yield
+    """A context in which every top-level layer (``LAYER_TYPES``) call runs as
+    ``wrap(module, call, x)`` and, if ``norms`` is given, every top-level normalisation
+    (``NORM_TYPES``) call as ``norms(module, call, x)`` (``nas_jax.rep.walk``)."""
+    return intercept_modules([(LAYER_TYPES, wrap)] + ([(NORM_TYPES, norms)] if norms is not None else []))
 
 
 def _own_params(module: nn.Module, out_channels: int) -> Tuple[Optional[str], int]:

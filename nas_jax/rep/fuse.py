@@ -9,6 +9,7 @@ from flax import traverse_util
 import jax.numpy as jnp
 
 from nas_jax.rep.blocks import ConvBN, DiverseBranchBlock, RepNASBlock
+from nas_jax.rep.walk import intercept_modules
 
 FUSABLE = (ConvBN, DiverseBranchBlock, RepNASBlock)
 
@@ -21,26 +22,17 @@ def fused_kernels(model: nn.Module, variables, input_shape: Sequence[int] = (1, 
     (NHWC); under ``jax.jit`` that forward pass is dead code and is removed.
     """
     fused = {}
-    depth = [0]
 
-    def interceptor(next_fun, args, kwargs, context):
-        module = context.module
-        if context.method_name != "__call__" or not isinstance(module, FUSABLE):
-            return next_fun(*args, **kwargs)
-        if depth[0] == 0:
-            own = {c: v for c, v in module.variables.items()}
-            extra = {}
-            if isinstance(module, RepNASBlock) and "branch_weights" in own:
-                extra["branch_weights"] = own["branch_weights"]["w"]
-            kernel, bias = module.fuse(own, args[0].shape[-1], **extra)
-            fused[module.path] = {"conv": {"kernel": kernel, "bias": bias}}
-        depth[0] += 1
-        try:
-            return next_fun(*args, **kwargs)
-        finally:
-            depth[0] -= 1
+    def fuse(module, call, x):
+        own = dict(module.variables)
+        extra = {}
+        if isinstance(module, RepNASBlock) and "branch_weights" in own:
+            extra["branch_weights"] = own["branch_weights"]["w"]
+        kernel, bias = module.fuse(own, x.shape[-1], **extra)
+        fused[module.path] = {"conv": {"kernel": kernel, "bias": bias}}
+        return call(x)
 
-    with nn.intercept_methods(interceptor):
+    with intercept_modules([(FUSABLE, fuse)]):
         model.apply(variables, jnp.zeros(input_shape, jnp.float32), train=False)
     return fused
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas_jax.rep.blocks import PRIMITIVES, RepNASBlock
+from nas_jax.rep.walk import intercept_modules
 
 NUM_PRIMITIVES = len(PRIMITIVES)
 
@@ -63,15 +64,12 @@ def find_searchable_layers(model: nn.Module, input_shape: Sequence[int]) -> Tupl
     """
     found = []
 
-    def record(next_fun, args, kwargs, context):
-        module = context.module
-        if context.method_name == "__call__" and isinstance(module, RepNASBlock):
-            x = args[0]
-            found.append(SearchableLayer("/".join(module.path), x.shape[-1], module.features, module.strides,
-                                         module.groups, tuple(x.shape[1:3])))
-        return next_fun(*args, **kwargs)
+    def record(module, call, x):
+        found.append(SearchableLayer("/".join(module.path), x.shape[-1], module.features, module.strides,
+                                     module.groups, tuple(x.shape[1:3])))
+        return call(x)
 
-    with nn.intercept_methods(record):
+    with intercept_modules([(RepNASBlock, record)]):
         jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                        jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32))
     if not found:
