@@ -18,10 +18,10 @@ import time
 import jax
 import numpy as np
 
-from nas_jax.pruning.run import calibration_images, load_run_config, pruning_task, restore_params
+from nas_jax.pruning.workdir import calibration_images, load_run_config, pruning_task, restore_params
 from nas_jax.pruning.search.config import default_config
 from nas_jax.pruning.search.evaluate import CandidateEvaluator
-from nas_jax.pruning.search.setup import holdout_batches
+from nas_jax.pruning.search.context import holdout_batches
 from nas_jax.pruning.search.space import Budget, SearchSpace
 from nas_jax.train.loop import pipeline_from_config
 

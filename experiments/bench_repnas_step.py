@@ -24,7 +24,7 @@ import numpy as np
 from results_io import write_results
 
 from nas_jax.models import create_model
-from nas_jax.repnas.layers import find_searchable_layers
+from nas_jax.repnas.searchable import find_searchable_layers
 from nas_jax.repnas.masks import BranchBudget, kept_mask
 from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
 from nas_jax.train.bench import benchmark

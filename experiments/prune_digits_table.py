@@ -22,9 +22,9 @@ import numpy as np
 from results_io import mean_std
 
 from nas_jax.cli import main as nas_jax
-from nas_jax.pruning.run import export_from_workdir
+from nas_jax.pruning.workdir import export_from_workdir
 from nas_jax.pruning.search.searchers import METHODS
-from nas_jax.pruning.search.setup import SearchContext
+from nas_jax.pruning.search.context import SearchContext
 from nas_jax.train.config import apply_overrides, load_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")

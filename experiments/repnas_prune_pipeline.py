@@ -37,8 +37,8 @@ from nas_jax.models import create_model  # noqa: E402
 from nas_jax.models.network import ZooSpec  # noqa: E402
 from nas_jax.pruning.draw import draw_graph  # noqa: E402
 from nas_jax.pruning.graph import build_layer_graph, zoo_graph  # noqa: E402
-from nas_jax.pruning.run import export_from_workdir, load_run_config  # noqa: E402
-from nas_jax.pruning.search.setup import SearchContext  # noqa: E402
+from nas_jax.pruning.workdir import export_from_workdir, load_run_config  # noqa: E402
+from nas_jax.pruning.search.context import SearchContext  # noqa: E402
 from nas_jax.train.config import apply_overrides, load_config  # noqa: E402
 from nas_jax.train.loop import pipeline_from_config  # noqa: E402
 

@@ -4,7 +4,7 @@ from typing import Tuple
 
 import flax.linen as nn
 
-from nas_jax.models.layers import BlockSpec, classify, conv_block
+from nas_jax.models.conv_blocks import BlockSpec, classify, conv_block
 
 
 class TinyNet(nn.Module):

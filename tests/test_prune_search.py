@@ -14,7 +14,7 @@ from nas_jax.pruning.search.driver import run_search
 from nas_jax.pruning.search.evaluate import CandidateEvaluator, stack_batches
 from nas_jax.pruning.search.latency import LatencyTable, cached_latency_table, measure_latency_table
 from nas_jax.pruning.search.searchers import METHODS
-from nas_jax.pruning.search.setup import make_searcher
+from nas_jax.pruning.search.context import make_searcher
 from nas_jax.pruning.search.space import Budget, SearchSpace
 from nas_jax.pruning.task import PruningTask, evaluate_configuration
 from nas_jax.pruning.widths import WidthGrid, full_channels

@@ -270,7 +270,7 @@ def test_one_configuration_per_device_shard_equals_the_unsharded_loss(images, pa
 def test_imagenet_pruning_configs_build_their_task_on_mock_data(name, model):
     import tensorflow_datasets as tfds
 
-    from nas_jax.pruning.run import load_run_config, pruning_task
+    from nas_jax.pruning.workdir import load_run_config, pruning_task
     overrides = ["--config.data_dir=/nonexistent", "--config.num_workers=0", "--config.width=0.125",
                  "--config.image_size=32"]
     with tfds.testing.mock_data(num_examples=16):

@@ -8,7 +8,7 @@ import pytest
 from helpers import randomize
 from nas_jax.models import create_model
 from nas_jax.rep.fuse import fuse_params
-from nas_jax.repnas.layers import branch_weights_collection, find_searchable_layers, static_branch_mask
+from nas_jax.repnas.searchable import branch_weights_collection, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget, gumbel_rank, kept_mask, straight_through
 from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
 from repnas_helpers import TinyNet

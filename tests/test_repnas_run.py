@@ -17,13 +17,13 @@ from nas_jax.interop import flax_to_torch
 from nas_jax.models import create_model
 from nas_jax.repnas.config import repnas_section
 from nas_jax.repnas.genotype import read_genotype_mask
-from nas_jax.repnas.layers import find_searchable_layers, static_branch_mask
+from nas_jax.repnas.searchable import find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import kept_mask
 from nas_jax.repnas.run import build_task, search
 from nas_jax.train import create_mesh, create_optimizer, create_train_state, default_config, load_config
 from nas_jax.train.config import apply_overrides
 from nas_jax.train.loop import example_batch, pipeline_from_config
-from nas_jax.train.observe import read_metrics
+from nas_jax.train.metrics import read_metrics
 from repnas_helpers import TinyNet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,7 +4,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from nas_jax.data.splits import shared_examples, split_ranges
 from nas_jax.pruning.search.config import default_config as search_config
-from nas_jax.pruning.search.setup import holdout_batches
+from nas_jax.pruning.search.context import holdout_batches
 from nas_jax.train.config import load_config
 
 SIZES = {"train": 500, "validation": 120}

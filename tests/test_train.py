@@ -16,7 +16,7 @@ import pytest
 from nas_jax.data import create_pipeline
 from nas_jax.train import (ClassificationTask, TrainState, create_mesh, create_optimizer, create_train_state,
                            default_config, jit_train_step, shard_batch, train, train_step_fn)
-from nas_jax.train.observe import read_metrics
+from nas_jax.train.metrics import read_metrics
 from nas_jax.train.optim import weight_decay_mask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,7 @@ import functools
 
 from nas_jax.models.at_widths import AtWidths
 from nas_jax.models.custom import CustomSpec, is_custom
-from nas_jax.models.layers import BLOCK_KINDS, BlockSpec, conv_block, is_searchable
+from nas_jax.models.conv_blocks import BLOCK_KINDS, BlockSpec, conv_block, is_searchable
 from nas_jax.models.mobilenet import MobileNetV1, MobileNetV2
 from nas_jax.models.repvgg import REPVGG_CONFIGS, RepVGG
 from nas_jax.models.resnet import ResNet

@@ -5,7 +5,7 @@ from typing import Optional
 
 import flax.linen as nn
 
-from nas_jax.models.layers import BlockSpec, ZooModel, classify, conv_block
+from nas_jax.models.conv_blocks import BlockSpec, ZooModel, classify, conv_block
 
 # conv1, then (depthwise width, pointwise width) for each of the 13 blocks
 MOBILENET_V1_CHANNELS = (32, 32, 64, 64, 128, 128, 128, 128, 256, 256, 256, 256) + (512,) * 12 + (1024,) * 3

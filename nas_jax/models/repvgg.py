@@ -6,7 +6,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from nas_jax.models.layers import ZooModel, classify, conv_block
+from nas_jax.models.conv_blocks import ZooModel, classify, conv_block
 
 REPVGG_CONFIGS = {  # name: (blocks per stage, width multipliers per stage)
     "a0": ((2, 4, 14, 1), (0.75, 0.75, 0.75, 2.5)),

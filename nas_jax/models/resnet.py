@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from nas_jax.models.layers import BlockSpec, ZooModel, classify, conv_block
+from nas_jax.models.conv_blocks import BlockSpec, ZooModel, classify, conv_block
 
 
 class BasicBlock(nn.Module):

@@ -81,7 +81,7 @@ def run_graph(args) -> int:
 
 
 def run_train(args) -> int:
-    from nas_jax.pruning.run import accuracy_by_width, load_run_config, pruning_task
+    from nas_jax.pruning.workdir import accuracy_by_width, load_run_config, pruning_task
     from nas_jax.train.loop import pipeline_from_config, train
 
     config = load_run_config(args.config, args.config_overrides)
@@ -100,7 +100,7 @@ def run_train(args) -> int:
 
 
 def run_export(args) -> int:
-    from nas_jax.pruning.run import export_from_workdir
+    from nas_jax.pruning.workdir import export_from_workdir
 
     report = export_from_workdir(args.workdir, args.widths, args.out)
     print(json.dumps(report))

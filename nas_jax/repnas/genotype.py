@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from nas_jax.rep.blocks import PRIMITIVES
-from nas_jax.repnas.layers import SearchableLayer
+from nas_jax.repnas.searchable import SearchableLayer
 
 GENOTYPE_FILE = "genotype.json"
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nas_jax.repnas.layers import NUM_PRIMITIVES
+from nas_jax.repnas.searchable import NUM_PRIMITIVES
 
 BUDGETS = ("count", "cost")
 

@@ -22,7 +22,7 @@ from nas_jax.data import create_pipeline
 from nas_jax.interop import split_repnas_supernet, torch_to_flax
 from nas_jax.models import create_model
 from nas_jax.repnas.genotype import read_genotype_mask
-from nas_jax.repnas.layers import find_searchable_layers
+from nas_jax.repnas.searchable import find_searchable_layers
 from nas_jax.repnas.masks import BranchBudget, kept_mask
 from nas_jax.repnas.run import fuse_and_report
 

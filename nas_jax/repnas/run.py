@@ -30,7 +30,7 @@ from nas_jax.data import Pipeline
 from nas_jax.models import create_model
 from nas_jax.rep.fuse import fuse_params
 from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, plot_mask_trace, write_genotype
-from nas_jax.repnas.layers import SearchableLayer, find_searchable_layers, static_branch_mask
+from nas_jax.repnas.searchable import SearchableLayer, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget
 from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
 from nas_jax.train.checkpoint import save_deploy

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nas_jax.repnas.layers import SearchableLayer, branch_weights_collection, static_branch_mask
+from nas_jax.repnas.searchable import SearchableLayer, branch_weights_collection, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget, gumbel_rank, kept_mask, straight_through
 from nas_jax.train.task import Task, cross_entropy
 

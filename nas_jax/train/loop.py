@@ -31,7 +31,7 @@ from nas_jax.models.network import load_network
 from nas_jax.rep.from_plain import branches_from_plain
 from nas_jax.train.checkpoint import Checkpointer
 from nas_jax.train.config import config_from_json, config_to_json
-from nas_jax.train.observe import RunLogger
+from nas_jax.train.metrics import RunLogger
 from nas_jax.train.optim import create_optimizer
 from nas_jax.train.step import (abstract_train_state, compiler_options, create_mesh, create_train_state,
                                 eval_step_fn, jit_eval_step, jit_train_step, shard_batch, train_step_fn)

@@ -32,7 +32,7 @@ def add_search_parser(sub) -> None:
 def run_search_command(args: argparse.Namespace) -> int:
     from nas_jax.pruning.search.config import default_config
     from nas_jax.pruning.search.pareto import plot_pareto
-    from nas_jax.pruning.search.setup import SearchContext
+    from nas_jax.pruning.search.context import SearchContext
     from nas_jax.train.config import apply_overrides, load_config
 
     config = apply_overrides(load_config(args.config) if args.config else default_config(), args.config_overrides)

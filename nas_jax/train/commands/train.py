@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from nas_jax.train.config import ConfigError, apply_overrides, load_config
     from nas_jax.train.loop import train
-    from nas_jax.train.observe import read_metrics
+    from nas_jax.train.metrics import read_metrics
 
     try:
         config = apply_overrides(load_config(args.config), args.config_overrides)

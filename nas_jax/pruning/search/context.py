@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from nas_jax.data.splits import shared_examples
-from nas_jax.pruning.run import calibration_images, restore_params
+from nas_jax.pruning.workdir import calibration_images, restore_params
 from nas_jax.pruning.search.driver import run_search
 from nas_jax.pruning.search.evaluate import CandidateEvaluator, stack_batches
 from nas_jax.pruning.search.latency import cached_latency_table
