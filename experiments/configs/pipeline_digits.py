@@ -17,7 +17,8 @@ def get_config():
     c.prune_config = "experiments/configs/prune_digits.py"
     c.prune_overrides = ()
     c.search_config = "experiments/configs/prune_search_digits.py"
-    c.method, c.budget = "rl", "flops=0.5"
+    c.method = "rl"  # width-search method
+    c.budget = "flops=0.5"  # metric=fraction of the full model
     c.finetune_steps = 160  # of experiments/configs/train_digits.py, from the exported weights
     c.seed = 0
     return c

@@ -21,13 +21,26 @@ MODEL = "mobilenet_v2"
 
 def get_config():
     c = default_config()
-    c.model, c.width, c.dtype = MODEL, 1.0, "bfloat16"
+    c.model = MODEL  # zoo model (nas_jax.models.MODELS) or package.module:function
+    c.width = 1.0  # zoo width multiplier
+    c.dtype = "bfloat16"  # compute dtype (parameters stay float32)
     # the first 10,000 training images are the width search's holdout (prune_search_imagenet.py)
-    c.dataset, c.train_split, c.eval_split, c.image_size = "imagenet2012", "train[10000:]", "validation", 224
-    c.batch_size, c.eval_batch_size, c.num_workers = 256, 500, 12
+    c.dataset = "imagenet2012"  # digits | cifar10 | imagenet2012 | synthetic
+    c.train_split = "train[10000:]"  # TFDS split read for training
+    c.eval_split = "validation"  # TFDS split evaluated during training
+    c.image_size = 224  # square input side (0: the dataset's own)
+    c.batch_size = 256  # global batch, split over all devices
+    c.eval_batch_size = 500  # global evaluation batch
+    c.num_workers = 12  # grain worker processes
     c.num_epochs = 32.0
-    c.learning_rate, c.weight_decay, c.warmup_steps, c.grad_clip_norm = 0.1, 4e-5, 2500, 5.0
-    c.log_every, c.eval_every, c.checkpoint_every, c.max_to_keep = 100, 5004, 2500, 3
+    c.learning_rate = 0.1  # peak of the warmup-cosine schedule
+    c.weight_decay = 4e-5  # on kernels only
+    c.warmup_steps = 2500  # linear warmup length
+    c.grad_clip_norm = 5.0  # global norm clip (0: none)
+    c.log_every = 100  # steps between train-metric lines
+    c.eval_every = 5004  # steps between evaluations (0: only at the end)
+    c.checkpoint_every = 2500  # steps between orbax checkpoints
+    c.max_to_keep = 3  # checkpoints kept
     c.pruning = pruning_section(grid_step=0.03, gcn_features=64, generator_hidden=64, calibration_batches=100,
                                 configurations_per_step=8)
     return c

@@ -10,5 +10,6 @@ from nas_jax.train.config import load_config
 
 def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "prune_imagenet_mobilenet_v2.py"))
-    c.model, c.weight_decay = "resnet50", 1e-4
+    c.model = "resnet50"  # zoo model (nas_jax.models.MODELS) or package.module:function
+    c.weight_decay = 1e-4  # on kernels only
     return c

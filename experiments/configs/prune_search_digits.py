@@ -14,11 +14,14 @@ def get_config():
     # chunk: the default, 1 on the CPU (vmapped candidates, each with its own generated
     # weights, run as grouped convolutions there, slower than one at a time; see
     # experiments/bench_prune_search_eval.py), 8 on an accelerator
-    s.evaluations, s.checkpoint_every = 60, 2
+    s.evaluations = 60  # candidates evaluated per search
+    s.checkpoint_every = 2  # steps between orbax checkpoints
     s.holdout_split = "validation"
     s.random.batch = 10
-    s.evolution.population, s.evolution.top_k = 20, 5
-    s.evolution.mutations, s.evolution.crossovers = 10, 10
+    s.evolution.population = 20  # evolution population
+    s.evolution.top_k = 5  # parents kept per generation
+    s.evolution.mutations = 10  # children by mutation per generation
+    s.evolution.crossovers = 10  # children by crossover per generation
     s.rl.batch = 10
     s.rl.learning_rate = 0.05
     return c

@@ -15,7 +15,9 @@ from nas_jax.pruning.search.config import default_config
 def get_config():
     c = default_config()
     s = c.search
-    s.evaluations, s.chunk = 1000, 16
-    s.holdout_split, s.holdout_examples = "train[:10000]", 0
+    s.evaluations = 1000  # candidates evaluated per search
+    s.chunk = 16  # candidates evaluated together under vmap
+    s.holdout_split = "train[:10000]"  # split candidates are ranked on
+    s.holdout_examples = 0  # examples of it used (0: all)
     s.rl.batch = 50
     return c

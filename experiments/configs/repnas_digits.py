@@ -16,11 +16,21 @@ from nas_jax.repnas.config import repnas_section
 
 def get_config():
     c = default_config()
-    c.model, c.block, c.width = "resnet18", "repnas", 0.25
-    c.dataset, c.train_split, c.eval_split = "digits", "train", "validation"
-    c.batch_size, c.eval_batch_size = 64, 128
+    c.model = "resnet18"  # zoo model (nas_jax.models.MODELS) or package.module:function
+    c.block = "repnas"  # plain | dbb | repnas | deploy
+    c.width = 0.25  # zoo width multiplier
+    c.dataset = "digits"  # digits | cifar10 | imagenet2012 | synthetic
+    c.train_split = "train"  # TFDS split read for training
+    c.eval_split = "validation"  # TFDS split evaluated during training
+    c.batch_size = 64  # global batch, split over all devices
+    c.eval_batch_size = 128  # global evaluation batch
     c.num_epochs = 15.0  # 16 steps per epoch
-    c.learning_rate, c.weight_decay, c.warmup_steps, c.grad_clip_norm = 0.1, 1e-4, 32, 5.0
-    c.log_every, c.eval_every, c.checkpoint_every = 16, 0, 48
+    c.learning_rate = 0.1  # peak of the warmup-cosine schedule
+    c.weight_decay = 1e-4  # on kernels only
+    c.warmup_steps = 32  # linear warmup length
+    c.grad_clip_norm = 5.0  # global norm clip (0: none)
+    c.log_every = 16  # steps between train-metric lines
+    c.eval_every = 0  # steps between evaluations (0: only at the end)
+    c.checkpoint_every = 48  # steps between orbax checkpoints
     c.repnas = repnas_section(random_epochs=2.0, search_epochs=4.0, alpha_learning_rate=3e-2)
     return c

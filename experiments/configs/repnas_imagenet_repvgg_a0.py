@@ -15,13 +15,25 @@ MODEL = "repvgg_a0"
 
 def get_config():
     c = default_config()
-    c.model, c.block, c.width, c.dtype = MODEL, "repnas", 1.0, "bfloat16"
-    c.dataset, c.train_split, c.eval_split = "imagenet2012", "train", "validation"
+    c.model = MODEL  # zoo model (nas_jax.models.MODELS) or package.module:function
+    c.block = "repnas"  # plain | dbb | repnas | deploy
+    c.width = 1.0  # zoo width multiplier
+    c.dtype = "bfloat16"  # compute dtype (parameters stay float32)
+    c.dataset = "imagenet2012"  # digits | cifar10 | imagenet2012 | synthetic
+    c.train_split = "train"  # TFDS split read for training
+    c.eval_split = "validation"  # TFDS split evaluated during training
     c.image_size = 224
-    c.batch_size, c.eval_batch_size = 256, 500
+    c.batch_size = 256  # global batch, split over all devices
+    c.eval_batch_size = 500  # global evaluation batch
     c.num_epochs = 150.0
-    c.learning_rate, c.weight_decay, c.warmup_steps, c.grad_clip_norm = 0.1, 1e-4, 0, 5.0
+    c.learning_rate = 0.1  # peak of the warmup-cosine schedule
+    c.weight_decay = 1e-4  # on kernels only
+    c.warmup_steps = 0  # linear warmup length
+    c.grad_clip_norm = 5.0  # global norm clip (0: none)
     c.num_workers = 12
-    c.log_every, c.eval_every, c.checkpoint_every, c.max_to_keep = 100, 5004, 2500, 3
+    c.log_every = 100  # steps between train-metric lines
+    c.eval_every = 5004  # steps between evaluations (0: only at the end)
+    c.checkpoint_every = 2500  # steps between orbax checkpoints
+    c.max_to_keep = 3  # checkpoints kept
     c.repnas = repnas_section(random_epochs=15.0, search_epochs=35.0, test_split="validation")
     return c

@@ -9,12 +9,22 @@ from nas_jax.train.config import default_config
 
 def get_config():
     c = default_config()
-    c.model, c.width, c.dtype = "resnet18", 1.0, "bfloat16"
-    c.dataset, c.train_split, c.eval_split = "imagenet2012", "train", "validation"
+    c.model = "resnet18"  # zoo model (nas_jax.models.MODELS) or package.module:function
+    c.width = 1.0  # zoo width multiplier
+    c.dtype = "bfloat16"  # compute dtype (parameters stay float32)
+    c.dataset = "imagenet2012"  # digits | cifar10 | imagenet2012 | synthetic
+    c.train_split = "train"  # TFDS split read for training
+    c.eval_split = "validation"  # TFDS split evaluated during training
     c.image_size = 224
-    c.batch_size, c.eval_batch_size = 256, 500
+    c.batch_size = 256  # global batch, split over all devices
+    c.eval_batch_size = 500  # global evaluation batch
     c.num_epochs = 120.0
-    c.learning_rate, c.weight_decay, c.warmup_steps = 0.1, 1e-4, 5004  # ~1 epoch
+    c.learning_rate = 0.1  # peak of the warmup-cosine schedule; ~1 epoch
+    c.weight_decay = 1e-4  # on kernels only
+    c.warmup_steps = 5004  # linear warmup length
     c.num_workers = 12
-    c.log_every, c.eval_every, c.checkpoint_every, c.max_to_keep = 100, 5004, 2500, 3
+    c.log_every = 100  # steps between train-metric lines
+    c.eval_every = 5004  # steps between evaluations (0: only at the end)
+    c.checkpoint_every = 2500  # steps between orbax checkpoints
+    c.max_to_keep = 3  # checkpoints kept
     return c
