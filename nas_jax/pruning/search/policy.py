@@ -69,11 +69,6 @@ def _log_probs_and_entropy(logits, actions):
     return taken, entropy
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _sample(net: PolicyNet, params, states, count: int, key):
-    return jax.random.categorical(key, net.apply({"params": params}, states), shape=(count, states.shape[0]))
-
-
 def _loss(net: PolicyNet, hyper: Tuple[str, float, float], params, states, actions, advantages, old_log_p):
     algorithm, entropy_bonus, clip = hyper
     log_p, entropy = _log_probs_and_entropy(net.apply({"params": params}, states), actions)
@@ -85,7 +80,6 @@ def _loss(net: PolicyNet, hyper: Tuple[str, float, float], params, states, actio
     return -objective - entropy_bonus * entropy
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _update(net: PolicyNet, tx: optax.GradientTransformation, hyper: Tuple[str, float, float], epochs: int,
             params, opt_state, states, actions, advantages):
     """``epochs`` optimiser steps on ``_loss``; old log-probabilities from ``params``."""
@@ -95,12 +89,6 @@ def _update(net: PolicyNet, tx: optax.GradientTransformation, hyper: Tuple[str, 
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
     return params, opt_state
-
-
-@functools.lru_cache(maxsize=None)
-def _adam(learning_rate: float) -> optax.GradientTransformation:
-    """One optimiser object per learning rate, so the jitted update is reused."""
-    return optax.adam(learning_rate)
 
 
 class Policy:
@@ -114,17 +102,22 @@ class Policy:
             raise ValueError(f"policy algorithm must be one of {ALGORITHMS}, not {algorithm!r}")
         self.states = jnp.asarray(states)
         self.net = PolicyNet(num_choices, hidden)
-        self.tx = _adam(learning_rate)
+        self.tx = optax.adam(learning_rate)
         self.momentum = baseline_momentum
-        self.hyper = (algorithm, float(entropy_bonus), float(ppo_clip))
-        self.epochs = 1 if algorithm == "reinforce" else ppo_epochs
+        hyper = (algorithm, float(entropy_bonus), float(ppo_clip))
+        epochs = 1 if algorithm == "reinforce" else ppo_epochs
+        # compiled once per policy (the network, optimiser and settings are closed over)
+        self._sample = jax.jit(lambda params, key, count: jax.random.categorical(
+            key, self.net.apply({"params": params}, self.states), shape=(count, self.states.shape[0])),
+            static_argnums=2)
+        self._update = jax.jit(functools.partial(_update, self.net, self.tx, hyper, epochs))
         params = self.net.init(jax.random.key(seed), self.states)["params"]
         self.state = {"params": params, "opt_state": self.tx.init(params),
                       "baseline": np.zeros((), np.float32), "has_baseline": np.zeros((), np.bool_)}
 
     def sample(self, key: jax.Array, count: int) -> np.ndarray:
         """[count, P] int grid indices."""
-        return np.asarray(_sample(self.net, self.state["params"], self.states, count, key), np.int64)
+        return np.asarray(self._sample(self.state["params"], key, count), np.int64)
 
     def update(self, actions, rewards) -> None:
         """One policy-gradient update (``ppo_epochs`` for PPO) on ``actions`` [K, P] with
@@ -132,8 +125,8 @@ class Policy:
         rewards = np.asarray(rewards, np.float32)
         s = self.state
         baseline = s["baseline"] if bool(s["has_baseline"]) else np.float32(rewards.mean())
-        params, opt_state = _update(self.net, self.tx, self.hyper, self.epochs, s["params"], s["opt_state"],
-                                    self.states, jnp.asarray(actions, jnp.int32), jnp.asarray(rewards - baseline))
+        params, opt_state = self._update(s["params"], s["opt_state"], self.states, jnp.asarray(actions, jnp.int32),
+                                         jnp.asarray(rewards - baseline))
         baseline = self.momentum * baseline + (1 - self.momentum) * rewards.mean()
         self.state = {"params": params, "opt_state": opt_state, "baseline": np.float32(baseline),
                       "has_baseline": np.ones((), np.bool_)}
