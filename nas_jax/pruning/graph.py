@@ -135,10 +135,7 @@ class LayerGraph:
     def in_group(self, layer: Layer) -> int:
         """The one group that is ``layer``'s whole input, IMAGE for fixed channels; a
         ``NotImplementedError`` for a concatenated or flattened input."""
-        if len(layer.inputs) != 1 or layer.repeat != 1:
-            raise NotImplementedError(f"layer {layer.path} reads several groups or a flattened map "
-                                      f"({layer.inputs} x {layer.repeat})")
-        return layer.inputs[0][0]
+        return single_group(layer.inputs, layer.repeat, f"layer {layer.path}")
 
     def graphs_tuple(self, nodes) -> jraph.GraphsTuple:
         """A ``GraphsTuple`` over ``nodes`` ([num_layers, F]) with every edge in both
@@ -511,8 +508,7 @@ def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 22
         if keep:
             fixed[group_of[i]] = True
         if f["kind"] == "conv" and f["groups"] > 1:
-            (g_in, _), = layer_inputs[-1][0] if layer_inputs[-1][1] == 1 and len(layer_inputs[-1][0]) == 1 else \
-                _raise(f"layer {f['path']}: a grouped conv must read one group's channels")
+            g_in = single_group(*layer_inputs[-1], f"layer {f['path']}: a grouped conv")
             for g in (g_in, group_of[i]):
                 if g != IMAGE:
                     blocks[g] = math.lcm(blocks[g], f["groups"])
@@ -521,22 +517,24 @@ def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 22
         width = flow.norm_in[k].slots.shape[0] if flow.norm_in[k].slots is not None else 0
         inputs, repeat = segments(flow.norm_in[k], width, f"normalisation {n['path']}", False)
         if n["kind"] == "group" and n["num_groups"] > 1:
-            if repeat != 1 or len(inputs) != 1:
-                raise NotImplementedError(f"normalisation {n['path']}: a GroupNorm must read one group's channels")
-            if inputs[0][0] != IMAGE:
-                blocks[inputs[0][0]] = math.lcm(blocks[inputs[0][0]], n["num_groups"])
+            g_in = single_group(inputs, repeat, f"normalisation {n['path']}: a GroupNorm")
+            if g_in != IMAGE:
+                blocks[g_in] = math.lcm(blocks[g_in], n["num_groups"])
         norms.append(Norm(n["path"], n["kind"], n["num_groups"], inputs, n["vectors"]))
     groups = tuple(Group(found[r]["path"], tuple(i for i, ri in enumerate(roots) if ri == r),
                          found[r]["out_channels"], fixed[g], blocks[g]) for g, r in enumerate(order))
     layers = tuple(Layer(producers=tuple(sorted(flow.layer_in[i].reached)), group=group_of[i], inputs=inputs,
                          repeat=repeat, **f) for i, (f, (inputs, repeat)) in enumerate(zip(found, layer_inputs)))
     edges = tuple((i, j) for j, layer in enumerate(layers) for i in layer.producers if i != IMAGE)
-    return LayerGraph(name if model_name else model_name, tuple(input_shape), layers, edges, groups, tuple(norms),
-                      batch_norms)
+    return LayerGraph(model_name, tuple(input_shape), layers, edges, groups, tuple(norms), batch_norms)
 
 
-def _raise(message: str):
-    raise NotImplementedError(message)
+def single_group(inputs: Segments, repeat: int, what: str) -> int:
+    """The one group (or IMAGE) an input laid out as ``inputs`` x ``repeat`` reads; a
+    ``NotImplementedError`` naming ``what`` for a concatenated or flattened input."""
+    if repeat != 1 or len(inputs) != 1:
+        raise NotImplementedError(f"{what} must read one group's channels, not {inputs} x {repeat}")
+    return inputs[0][0]
 
 
 def zoo_graph(spec: ZooSpec, block: str = "plain") -> LayerGraph:
