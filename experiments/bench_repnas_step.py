@@ -32,6 +32,7 @@ from nas_jax.train.config import default_config
 from nas_jax.train.optim import create_optimizer
 from nas_jax.train.step import (compiler_options, create_mesh, create_train_state, jit_train_step, shard_batch,
                                 train_step_fn)
+from nas_jax.train.task import ClassificationTask
 
 
 def repnas_step(args, branch_compute: str, fixed: bool) -> dict:
@@ -48,9 +49,10 @@ def repnas_step(args, branch_compute: str, fixed: bool) -> dict:
             "label": rng.integers(0, 10, args.batch).astype(np.int32)}
     data = shard_batch(host, mesh)
     tx, _ = create_optimizer(default_config(), 1000)
-    state = create_train_state(task, tx, 0, {k: v[:1] for k, v in host.items()}, mesh)
     if fixed:
-        task.fixed_mask = np.asarray(kept_mask(jax.random.normal(jax.random.key(1), (len(layers), 6)), budget)) > 0
+        mask = np.asarray(kept_mask(jax.random.normal(jax.random.key(1), (len(layers), 6)), budget)) > 0
+        task = ClassificationTask(task.fixed_model(mask))
+    state = create_train_state(task, tx, 0, {k: v[:1] for k, v in host.items()}, mesh)
     key = jax.random.PRNGKey(0)
     start = time.perf_counter()
     step = jit_train_step(train_step_fn(task, tx), mesh, compiler_options(True)).lower(state, data, key).compile()

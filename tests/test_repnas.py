@@ -101,13 +101,14 @@ def test_straight_through_gradients_reach_the_kept_alphas_only(branch_compute):
     rng = jax.random.key(7)
     mask, _ = task.sample(extra["alphas"], rng)
 
-    def loss(alphas, probe):
-        return task.loss(v["params"], {**extra, "alphas": alphas, "mask_probe": probe}, v["batch_stats"], batch,
-                         rng, True)[0]
+    def loss(alphas):
+        return task.loss(v["params"], {**extra, "alphas": alphas}, v["batch_stats"], batch, rng, True)[0]
 
-    grad_alphas, grad_probe = jax.jit(jax.grad(loss, argnums=(0, 1)))(extra["alphas"], extra["mask_probe"])
+    grad_alphas = jax.jit(jax.grad(loss))(extra["alphas"])
     np.testing.assert_array_equal(np.asarray(grad_alphas) != 0, np.asarray(mask) > 0)
-    np.testing.assert_array_equal(grad_probe, mask)  # the probe's gradient is the sampled mask
+    # update_extra, given the loss's key, counts that same mask (a search step: step >= random_steps)
+    updated = jax.jit(task.update_extra)(extra, {"alphas": grad_alphas}, jnp.asarray(2), rng)
+    np.testing.assert_array_equal(updated["kept_steps"], mask)
 
 
 def test_dynamic_mask_equals_static_mask_and_dense_including_empty_layers():

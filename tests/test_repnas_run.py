@@ -20,6 +20,7 @@ from nas_jax.repnas.genotype import read_genotype_mask
 from nas_jax.repnas.searchable import find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import kept_mask
 from nas_jax.repnas.run import build_task, search
+from nas_jax.repnas.task import fixed_phase_start
 from nas_jax.train import create_mesh, create_optimizer, create_train_state, default_config, load_config
 from nas_jax.train.config import apply_overrides
 from nas_jax.train.loop import example_batch, pipeline_from_config
@@ -112,9 +113,8 @@ def test_mask_trace_snapshots_the_noise_free_mask_over_the_search():
     state = create_train_state(task, create_optimizer(config, 140)[0], 0, example_batch(data), create_mesh())
     update, extra, last_in_slot = jax.jit(task.update_extra), state.extra, {}
     for step in range(schedule.fix_step):
-        grads = {"alphas": jax.random.normal(jax.random.key(step), extra["alphas"].shape),
-                 "mask_probe": jnp.zeros_like(extra["mask_probe"])}
-        extra = update(extra, grads, jnp.asarray(step))
+        grads = {"alphas": jax.random.normal(jax.random.key(step), extra["alphas"].shape)}
+        extra = update(extra, grads, jnp.asarray(step), jax.random.key(100 + step))
         if step >= schedule.random_steps:
             last_in_slot[(step - schedule.random_steps) * 64 // 130] = np.asarray(kept_mask(extra["alphas"],
                                                                                            task.budget))
@@ -139,7 +139,7 @@ def test_resume_in_every_phase_gives_the_uninterrupted_result(uninterrupted, tmp
         assert report[key] == expected_report[key]
 
 
-def test_fixing_takes_the_noise_free_top_k_and_resets_bn_statistics():
+def test_fixing_takes_the_noise_free_top_k_and_resets_bn_statistics(uninterrupted_workdir):
     config = tiny_config()
     data = pipeline_from_config(config, "train")
     task = build_task(config, data, TinyNet())
@@ -147,19 +147,23 @@ def test_fixing_takes_the_noise_free_top_k_and_resets_bn_statistics():
     state = create_train_state(task, tx, 0, example_batch(data), create_mesh())
     alphas = jax.random.normal(jax.random.key(5), state.extra["alphas"].shape)
     state = state.replace(extra={**state.extra, "alphas": alphas}, batch_stats=randomize(state.batch_stats))
-    fix_step = task.schedule.fix_step
-    assert task.on_step(state, fix_step - 1) is None and task.trains_extra
-    fixed = task.on_step(state, fix_step)
     expected = np.asarray(kept_mask(alphas, task.budget)) > 0
-    np.testing.assert_array_equal(task.fixed_mask, expected)
-    np.testing.assert_array_equal(np.asarray(fixed.extra["fixed_mask"]) > 0, expected)
-    assert int(fixed.extra["is_fixed"]) == 1 and not task.trains_extra
+    assert expected.sum() == task.budget.k
+    np.testing.assert_array_equal(task.fixed_mask(state.extra), expected)
+    fixed = fixed_phase_start(state)
+    assert fixed.extra == {} and int(fixed.step) == int(state.step)
+    jax.tree.map(np.testing.assert_array_equal, fixed.params, state.params)
+    jax.tree.map(np.testing.assert_array_equal, fixed.opt_state, state.opt_state)
     for path, leaf in jax.tree_util.tree_leaves_with_path(fixed.batch_stats):
         np.testing.assert_array_equal(leaf, np.full(leaf.shape, 1.0 if path[-1].key == "var" else 0.0))
-    # a resumed run past the fixing point adopts the stored mask, and resets nothing
-    task.fixed_mask = None
-    assert task.on_step(fixed, fix_step + 1) is None
-    np.testing.assert_array_equal(task.fixed_mask, expected)
+    # the job: the search stops at the fixing point, the fixed run goes on from there
+    fix_step = task.schedule.fix_step
+    assert steps_in(uninterrupted_workdir, "search_checkpoints")[-1] == fix_step
+    assert steps_in(uninterrupted_workdir, "checkpoints") == [TOTAL_STEPS]
+
+
+def steps_in(workdir, directory):
+    return sorted(int(s) for s in os.listdir(os.path.join(workdir, directory)) if s.isdigit())
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -175,12 +179,14 @@ def test_bad_settings_fail_before_training(tmp_path, capsys, overrides, message)
     assert cli.main(["repnas", "--config", config, "--workdir", str(tmp_path), *overrides]) == 2
     assert message in capsys.readouterr().out
     assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints"))
+    assert not os.path.exists(os.path.join(str(tmp_path), "search_checkpoints"))
 
 
 def test_backbone_without_searchable_layer_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="no RepNAS searchable layer"):
         search(tiny_config(), str(tmp_path), model=TinyNet(kernel_size=1), progress_bar=False)
     assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints"))
+    assert not os.path.exists(os.path.join(str(tmp_path), "search_checkpoints"))
 
 
 def _official_state_dict(model, variables, alphas):

@@ -1,5 +1,5 @@
 """The training loop: sharded = one-device step, kill (SIGKILL / SIGTERM) and resume gives
-the uninterrupted losses, the Task extension points, the optimiser's decay mask, and the
+the uninterrupted losses, a run in two segments, the Task extension points, the optimiser's decay mask, and the
 train -> eval -> fuse command line on a zoo model with its artefacts."""
 import json
 import os
@@ -16,6 +16,7 @@ import pytest
 from nas_jax.data import create_pipeline
 from nas_jax.train import (ClassificationTask, TrainState, create_mesh, create_optimizer, create_train_state,
                            default_config, jit_train_step, shard_batch, train, train_step_fn)
+from nas_jax.train.loop import latest_checkpoint
 from nas_jax.train.metrics import read_metrics
 from nas_jax.train.optim import weight_decay_mask
 
@@ -35,10 +36,11 @@ class TinyNet(nn.Module):
 
 
 class SlowTask(ClassificationTask):
-    """Sleeps before each step (host side), so a test can kill the run mid-way; appends
-    the index of each step it starts to the file ``$STEP_LOG`` when that is set."""
+    """Sleeps at each logging point (host side; every step with ``log_every=1``), so a test
+    can kill the run mid-way; appends the number of steps done to the file ``$STEP_LOG``
+    when that is set."""
 
-    def on_step(self, state, step):
+    def on_log(self, state, step, metrics):
         if os.environ.get("STEP_LOG"):
             with open(os.environ["STEP_LOG"], "a") as f:
                 f.write(f"{step}\n")
@@ -102,7 +104,7 @@ def test_stop_and_resume_gives_the_same_losses(tmp_path, uninterrupted):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_process_resumes_with_the_same_losses(tmp_path, uninterrupted, sig):
     workdir = str(tmp_path / "run")
-    step_log = str(tmp_path / "steps_started.txt")
+    step_log = str(tmp_path / "steps_done.txt")
     env = dict(os.environ, STEP_SLEEP="0.3", STEP_LOG=step_log, JAX_DEFAULT_MATMUL_PRECISION="highest")
     proc = subprocess.Popen([sys.executable, __file__, workdir], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -114,10 +116,10 @@ def test_killed_process_resumes_with_the_same_losses(tmp_path, uninterrupted, si
     proc.wait(timeout=60)
     steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
     assert 4 in steps and steps[-1] < TOTAL_STEPS
-    if sig == signal.SIGTERM:  # the step in progress when the signal came is the last one started
+    if sig == signal.SIGTERM:  # the step in progress when the signal came is the last one done and saved
         with open(step_log) as f:
-            last_started = int(f.read().split()[-1])
-        assert proc.returncode == 0 and steps[-1] == last_started + 1, "SIGTERM saves after the step in progress"
+            last_done = int(f.read().split()[-1])
+        assert proc.returncode == 0 and steps[-1] == last_done, "SIGTERM saves after the step in progress"
     train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), progress_bar=False)
     resumed = train_losses(workdir)
     np.testing.assert_allclose([resumed[s] for s in range(1, TOTAL_STEPS + 1)],
@@ -125,28 +127,25 @@ def test_killed_process_resumes_with_the_same_losses(tmp_path, uninterrupted, si
 
 
 class AlphaTask(ClassificationTask):
-    """Trains ``extra['alpha']`` by its own SGD (lr 0.1) on ``0.5 * |alpha - 1|^2`` and
-    switches to a second compiled step at step 2; records the host hooks."""
+    """Trains ``extra['alpha']`` by its own SGD (lr 0.1) on ``0.5 * |alpha - 1|^2``, counts
+    its steps and sums the uniform numbers drawn from the loss's key; records ``on_log``."""
     trains_extra = True
 
     def __init__(self):
         super().__init__(TinyNet())
-        self.compile_key, self.steps_seen, self.logged = "phase1", [], []
+        self.logged = []
 
     def init(self, rng, batch):
-        return {**super().init(rng, batch), "extra": {"alpha": jax.numpy.zeros(3), "count": jax.numpy.int32(0)}}
+        extra = {"alpha": jax.numpy.zeros(3), "count": jax.numpy.int32(0), "draws": jax.numpy.zeros(())}
+        return {**super().init(rng, batch), "extra": extra}
 
     def loss(self, params, extra, batch_stats, batch, rng, train):
         loss, out = super().loss(params, extra, batch_stats, batch, rng, train)
         return loss + 0.5 * ((extra["alpha"] - 1.0) ** 2).sum(), out
 
-    def update_extra(self, extra, grads, step):
-        return {"alpha": extra["alpha"] - 0.1 * grads["alpha"], "count": extra["count"] + 1}
-
-    def on_step(self, state, step):
-        self.steps_seen.append(step)
-        if step == 2:
-            self.compile_key = "phase2"
+    def update_extra(self, extra, grads, step, rng):
+        return {"alpha": extra["alpha"] - 0.1 * grads["alpha"], "count": extra["count"] + 1,
+                "draws": extra["draws"] + jax.random.uniform(rng)}
 
     def on_log(self, state, step, metrics):
         self.logged.append((step, sorted(metrics)))
@@ -154,12 +153,40 @@ class AlphaTask(ClassificationTask):
 
 def test_task_extension_points(tmp_path):
     task = AlphaTask()
-    state = train(tiny_config(num_steps=4, log_every=2), str(tmp_path), task, progress_bar=False)
+    config = tiny_config(num_steps=4, log_every=2)
+    state = train(config, str(tmp_path), task, progress_bar=False)
     assert isinstance(state, TrainState)
     np.testing.assert_allclose(state.extra["alpha"], np.full(3, 1 - 0.9 ** 4), rtol=1e-6)
-    assert int(state.extra["count"]) == 4 and task.steps_seen == [0, 1, 2, 3]
+    assert int(state.extra["count"]) == 4
+    # update_extra sees the step's key, fold_in(PRNGKey(seed), step)
+    draws = sum(jax.random.uniform(jax.random.fold_in(jax.random.PRNGKey(config.seed), s)) for s in range(4))
+    np.testing.assert_allclose(state.extra["draws"], draws, rtol=1e-6)
     assert [s for s, _ in task.logged] == [2, 4]
     assert task.logged[0][1] == ["accuracy", "grad_norm", "learning_rate", "loss"]
+
+
+def test_a_run_in_two_segments_equals_one_run(tmp_path, uninterrupted):
+    """The first segment stops at ``until`` with a checkpoint; the second, in its own
+    checkpoint directory, starts from it (``start_from``) and gives the one-run losses."""
+    workdir = str(tmp_path)
+    first = train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), until=3, checkpoint_dir="first",
+                  progress_bar=False)
+    assert int(first.step) == 3 and sorted(os.listdir(os.path.join(workdir, "first"))) == ["2", "3"]
+    again = train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), until=3, checkpoint_dir="first",
+                  progress_bar=False)  # done already: restores, trains nothing
+    assert int(again.step) == 3 and len(train_losses(workdir)) == 3
+    started = []
+
+    def start_from():
+        started.append(True)
+        return latest_checkpoint(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), "first")
+
+    train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), start_from=start_from, progress_bar=False)
+    assert started == [True] and sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6", "8"]
+    resumed = train_losses(workdir)
+    assert sorted(resumed) == list(range(1, TOTAL_STEPS + 1))
+    np.testing.assert_allclose([resumed[s] for s in sorted(resumed)],
+                               [uninterrupted[s] for s in sorted(resumed)], rtol=1e-6)
 
 
 def test_weight_decay_skips_batchnorm_and_biases():

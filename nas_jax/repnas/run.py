@@ -9,7 +9,9 @@ then leave in the work directory:
 * ``report.json``: test accuracy of the trained network (the fixed sub-network before
   fusion) and of the fused one, their largest logit difference, parameter counts,
   branch counts and wall-clock;
-* everything the loop writes (checkpoints, ``metrics.jsonl``, ``training_curve.png``).
+* everything the loop writes: ``search_checkpoints/`` (the search, to the fixing point),
+  ``checkpoints/`` (the fixed sub-network, from there), ``metrics.jsonl`` (both, one
+  history), ``training_curve.png``.
 
 A killed run started again with the same command resumes in the right phase.
 """
@@ -32,12 +34,14 @@ from nas_jax.rep.fuse import fuse_params
 from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, plot_mask_trace, write_genotype
 from nas_jax.repnas.searchable import SearchableLayer, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget
-from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
-from nas_jax.train.checkpoint import save_deploy
-from nas_jax.train.loop import pipeline_from_config, total_steps, train
+from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer, fixed_phase_start
+from nas_jax.train.checkpoint import Restored, save_deploy
+from nas_jax.train.loop import latest_checkpoint, pipeline_from_config, total_steps, train
+from nas_jax.train.task import ClassificationTask
 from nas_jax.train.step import create_mesh, data_sharding, replicated, shard_batch
 
 REPORT_FILE = "report.json"
+SEARCH_CHECKPOINT_DIR = "search_checkpoints"
 
 
 def supernet_model(config, num_classes: int):
@@ -133,31 +137,47 @@ def fuse_and_report(model: nn.Module, layers: Sequence[SearchableLayer], variabl
 def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_at_step: Optional[int] = None,
            progress_bar: Optional[bool] = None) -> Optional[Dict]:
     """Runs (or resumes) the whole job on ``model`` (see ``build_task``); returns the
-    report, or None when ``stop_at_step`` ended it before the last step (as a kill would)."""
+    report, or None when ``stop_at_step`` ended it before the last step (as a kill would).
+
+    Two runs of the training loop share the schedule: the search (``SEARCH_CHECKPOINT_DIR``)
+    to ``fix_step``, then the fixed sub-network (``checkpoints/``), a plain supervised
+    task started from the search's last state (``fixed_phase_start``)."""
     start = time.perf_counter()
     train_data = pipeline_from_config(config, config.train_split)
     task = build_task(config, train_data, model)
-    state = train(config, workdir, task, stop_at_step=stop_at_step, progress_bar=progress_bar)
-    step = int(jax.device_get(state.step))
-    if step < task.schedule.total_steps:
+    schedule = task.schedule
+    searched = train(config, workdir, task, until=schedule.fix_step, checkpoint_dir=SEARCH_CHECKPOINT_DIR,
+                     stop_at_step=stop_at_step, progress_bar=progress_bar)
+    if int(jax.device_get(searched.step)) < schedule.fix_step:
         return None
-    task.adopt(state)
-    extra = jax.device_get(state.extra)
+    extra = jax.device_get(searched.extra)
+    mask = task.fixed_mask(extra)
+    fixed_task = ClassificationTask(task.fixed_model(mask), config.label_smoothing)
+
+    def from_search() -> Restored:
+        restored = latest_checkpoint(config, workdir, task, SEARCH_CHECKPOINT_DIR)
+        return restored._replace(state=fixed_phase_start(restored.state))
+
+    state = train(config, workdir, fixed_task, start_from=from_search, stop_at_step=stop_at_step,
+                  progress_bar=progress_bar)
+    step = int(jax.device_get(state.step))
+    if step < schedule.total_steps:
+        return None
     plot_heatmap(os.path.join(workdir, "alphas.png"), extra["alphas"], task.layers,
-                 f"{config.model}: alphas after {task.schedule.search_steps} search steps", task.fixed_mask, "alpha")
+                 f"{config.model}: alphas after {schedule.search_steps} search steps", mask, "alpha")
     frequency = extra["kept_steps"] / max(float(extra["search_steps"]), 1.0)
     plot_heatmap(os.path.join(workdir, "mask_frequency.png"), frequency, task.layers,
                  f"fraction of the {int(extra['search_steps'])} search steps each branch was kept",
-                 task.fixed_mask, "kept fraction")
+                 mask, "kept fraction")
     plot_mask_trace(os.path.join(workdir, "mask_trace.png"), extra["mask_trace"], task.layers,
-                    task.schedule.random_steps, task.schedule.fix_step)
+                    schedule.random_steps, schedule.fix_step)
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     eval_data = pipeline_from_config(config, config.repnas.test_split)
     settings = {"model": config.model, "width": config.width, "dtype": config.dtype}
-    return fuse_and_report(task.model, task.layers, variables, task.fixed_mask, settings, workdir, eval_data,
+    return fuse_and_report(task.model, task.layers, variables, mask, settings, workdir, eval_data,
                            config.eval_batch_size, extra["alphas"], {
-        "steps": step, "random_steps": task.schedule.random_steps, "search_steps": task.schedule.search_steps,
-        "fix_step": task.schedule.fix_step, "kept_ratio": config.repnas.kept_ratio, "budget": config.repnas.budget,
+        "steps": step, "random_steps": schedule.random_steps, "search_steps": schedule.search_steps,
+        "fix_step": schedule.fix_step, "kept_ratio": config.repnas.kept_ratio, "budget": config.repnas.budget,
         "wall_s": time.perf_counter() - start})
 
 

@@ -1,14 +1,17 @@
-"""The RepNAS one-stage search as a ``Task`` of the shared training loop.
+"""The RepNAS search as a ``Task`` of the shared training loop.
 
-Phases, in steps of the one loop (one weight optimiser, one cosine schedule):
+Phases, in steps of one loop run (one weight optimiser, one cosine schedule that spans
+the whole job):
 
 1. ``[0, random_steps)``: random masks, the top-k of pure noise (alphas stay at 0);
 2. ``[random_steps, fix_step)``: the alphas are trained (their own optimiser, run inside
-   the compiled step after the weight update);
-3. ``[fix_step, total)``: at ``fix_step`` the mask is fixed (noise-free top-k of the
-   alphas) and every BatchNorm's running statistics are reset (mean 0, var 1); the
-   fixed sub-network then trains with a static ``branch_mask`` (masked branches are not
-   in the program at all).
+   the compiled step after the weight update).
+
+The third phase, ``[fix_step, total)``, is not this task: the mask is fixed (the
+noise-free top-k of the alphas, ``fixed_mask``) and the fixed sub-network (``fixed_model``,
+a static ``branch_mask``: masked branches are not in the program at all) trains as a
+second run of the loop, from this run's last state with every BatchNorm's running
+statistics reset (mean 0, var 1); see ``nas_jax.repnas.run``.
 
 The task's own state, ``TrainState.extra`` (checkpointed with the rest):
 
@@ -18,17 +21,12 @@ The task's own state, ``TrainState.extra`` (checkpointed with the rest):
 * ``mask_trace`` f32 ``[S, L, 6]``: how the noise-free mask (top-k of the alphas) changed
   over phase 2, in ``S = min(MASK_TRACE_SNAPSHOTS, search_steps)`` evenly spaced
   snapshots (snapshot ``s`` is the mask after the last search step of the ``s``-th of
-  ``S`` equal parts of the phase);
-* ``fixed_mask`` int32 ``[L, 6]`` and ``is_fixed`` int32 ``[]``: the fixed mask once phase 3
-  has begun (a resumed run reads it back from here);
-* ``mask_probe`` f32 ``[L, 6]``, always zero: the loss adds ``sum(mask * mask_probe)``
-  (value 0), so the gradient the loop hands to ``update_extra`` for it is exactly the
-  step's sampled mask, which is how ``kept_steps`` counts it inside the compiled step.
+  ``S`` equal parts of the phase).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -100,6 +98,7 @@ class RepNASTask(Task):
     (masked branches are not computed); ``'dense'`` computes all six and scales the
     masked ones by 0 (the reference the step time is measured against).
     """
+    trains_extra = True
 
     def __init__(self, model: nn.Module, layers: Sequence[SearchableLayer], budget: BranchBudget,
                  schedule: SearchSchedule, alpha_tx: optax.GradientTransformation,
@@ -112,20 +111,13 @@ class RepNASTask(Task):
         self.alpha_tx, self.branch_compute, self.label_smoothing = alpha_tx, branch_compute, label_smoothing
         self.paths = tuple(layer.path for layer in self.layers)
         self._identity = np.array([layer.has_identity for layer in self.layers])
-        self.fixed_mask: Optional[np.ndarray] = None  # bool [L, 6] once in phase 3
 
-    # -- what the loop reads ------------------------------------------------------------
-    @property
-    def trains_extra(self) -> bool:
-        return self.fixed_mask is None
+    def fixed_mask(self, extra) -> np.ndarray:
+        """The bool ``[L, 6]`` mask phase 3 fixes: the noise-free top-k of ``extra``'s alphas."""
+        return np.asarray(jax.device_get(kept_mask(extra["alphas"], self.budget))) > 0
 
-    @property
-    def compile_key(self):
-        return None if self.fixed_mask is None else ("fixed", self.fixed_mask.tobytes())
-
-    def fixed_model(self, mask=None) -> nn.Module:
-        """The model with a static ``branch_mask`` (default: the fixed mask)."""
-        mask = self.fixed_mask if mask is None else mask
+    def fixed_model(self, mask) -> nn.Module:
+        """The model with the static ``branch_mask`` of the bool ``[L, 6]`` ``mask``."""
         return self.model.clone(branch_mask=static_branch_mask(self.paths, mask))
 
     def init(self, rng, batch):
@@ -134,9 +126,7 @@ class RepNASTask(Task):
         alphas = jnp.zeros(shape, jnp.float32)
         extra = {"alphas": alphas, "alpha_opt": self.alpha_tx.init(alphas),
                  "kept_steps": jnp.zeros(shape, jnp.float32), "search_steps": jnp.zeros((), jnp.float32),
-                 "mask_trace": jnp.zeros((self.schedule.trace_snapshots, *shape), jnp.float32),
-                 "fixed_mask": jnp.zeros(shape, jnp.int32), "is_fixed": jnp.zeros((), jnp.int32),
-                 "mask_probe": jnp.zeros(shape, jnp.float32)}
+                 "mask_trace": jnp.zeros((self.schedule.trace_snapshots, *shape), jnp.float32)}
         return {"params": variables["params"], "batch_stats": variables["batch_stats"], "extra": extra}
 
     # -- masks ----------------------------------------------------------------------------
@@ -145,11 +135,6 @@ class RepNASTask(Task):
         rank = gumbel_rank(alphas, rng)
         mask = kept_mask(rank, self.budget)
         return mask, straight_through(rank, mask)
-
-    def eval_mask(self, extra):
-        """The noise-free mask: the fixed one in phase 3, else the top-k of the alphas."""
-        return jnp.where(extra["is_fixed"] > 0, extra["fixed_mask"].astype(jnp.float32),
-                         kept_mask(extra["alphas"], self.budget))
 
     def _branch_weights(self, mask, weights):
         """The ``branch_weights`` collection for ``branch_compute``. Dense: masked branches
@@ -163,33 +148,27 @@ class RepNASTask(Task):
 
     # -- the loss -------------------------------------------------------------------------
     def loss(self, params, extra, batch_stats, batch, rng, train):
-        """Phases 1-2: the supernet with this step's sampled mask (training) or the
-        noise-free mask (evaluation); phase 3: the fixed sub-network, static mask."""
-        model, mask, collections = self.model, None, {}
-        if self.fixed_mask is not None:
-            model = self.fixed_model()
-        elif train:
+        """The supernet with this step's sampled mask (training) or the noise-free top-k of
+        the alphas (evaluation)."""
+        if train:
             mask, weights = self.sample(extra["alphas"], rng)
-            collections = {"branch_weights": self._branch_weights(mask, weights)}
         else:
-            noise_free = self.eval_mask(extra)
-            collections = {"branch_weights": self._branch_weights(noise_free, noise_free)}
-        variables = {"params": params, "batch_stats": batch_stats, **collections}
+            mask = weights = kept_mask(extra["alphas"], self.budget)
+        variables = {"params": params, "batch_stats": batch_stats,
+                     "branch_weights": self._branch_weights(mask, weights)}
         if not train:
-            logits = model.apply(variables, batch["image"], train=False)
+            logits = self.model.apply(variables, batch["image"], train=False)
             return cross_entropy(logits, batch["label"], 0.0, batch.get("mask")), (logits, batch_stats, {})
-        logits, updates = model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+        logits, updates = self.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
         loss = cross_entropy(logits, batch["label"], self.label_smoothing)
-        if mask is None:
-            return loss, (logits, updates["batch_stats"], {})
-        probe = jnp.sum(jax.lax.stop_gradient(mask) * extra["mask_probe"])
-        return loss + probe, (logits, updates["batch_stats"], {"kept_branches": mask.sum()})
+        return loss, (logits, updates["batch_stats"], {"kept_branches": mask.sum()})
 
-    def update_extra(self, extra, extra_grads, step):
+    def update_extra(self, extra, extra_grads, step, rng):
         """Phase 1: alphas unchanged; phase 2: one alpha optimiser step, the step's mask
-        (the ``mask_probe`` gradient) counted into ``kept_steps`` and the new noise-free
-        mask written to its ``mask_trace`` snapshot."""
+        (drawn again from the loss's ``rng``) counted into ``kept_steps`` and the new
+        noise-free mask written to its ``mask_trace`` snapshot."""
         searching = step >= self.schedule.random_steps
+        mask, _ = self.sample(extra["alphas"], rng)
         updates, alpha_opt = self.alpha_tx.update(extra_grads["alphas"], extra["alpha_opt"], extra["alphas"])
         keep_old = lambda new, old: jnp.where(searching, new, old)  # noqa: E731
         alphas = keep_old(optax.apply_updates(extra["alphas"], updates), extra["alphas"])
@@ -197,35 +176,11 @@ class RepNASTask(Task):
         trace = extra["mask_trace"].at[slot].set(kept_mask(alphas, self.budget))
         return {**extra, "alphas": alphas, "mask_trace": keep_old(trace, extra["mask_trace"]),
                 "alpha_opt": jax.tree.map(keep_old, alpha_opt, extra["alpha_opt"]),
-                "kept_steps": extra["kept_steps"] + searching * extra_grads["mask_probe"],
+                "kept_steps": extra["kept_steps"] + searching * mask,
                 "search_steps": extra["search_steps"] + searching}
 
-    # -- phases ---------------------------------------------------------------------------
-    def on_step(self, state, step: int):
-        """At ``fix_step``: fix the mask, reset BN statistics. After it, in a resumed run:
-        adopt the fixed mask stored in the state (once; no device sync on other steps)."""
-        if step < self.schedule.fix_step:
-            self.fixed_mask = None
-            return None
-        if step == self.schedule.fix_step:
-            state = jax.jit(self._fix)(state)
-            self.adopt(state)
-            return state
-        if self.fixed_mask is None:
-            self.adopt(state)
-        return None
 
-    def _fix(self, state):
-        """The state with the noise-free top-k of its alphas fixed and every BatchNorm's
-        statistics reset."""
-        mask = kept_mask(state.extra["alphas"], self.budget).astype(jnp.int32)
-        extra = {**state.extra, "fixed_mask": mask, "is_fixed": jnp.ones((), jnp.int32)}
-        return state.replace(batch_stats=reset_batch_stats(state.batch_stats), extra=extra)
-
-    def adopt(self, state) -> None:
-        """Takes the fixed mask from a phase-3 state (e.g. a restored checkpoint)."""
-        if int(jax.device_get(state.extra["is_fixed"])) == 0:
-            raise ValueError(f"state at step {int(jax.device_get(state.step))} is past the fixing point "
-                             f"{self.schedule.fix_step} but holds no fixed mask")
-        self.fixed_mask = np.asarray(jax.device_get(state.extra["fixed_mask"])) > 0
-
+def fixed_phase_start(state):
+    """The state the fixed phase starts from, given the search's last ``state``: every
+    BatchNorm's statistics reset, the search's own ``extra`` left behind."""
+    return state.replace(batch_stats=reset_batch_stats(state.batch_stats), extra={})

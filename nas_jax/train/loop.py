@@ -29,12 +29,13 @@ from nas_jax.models import create_model, is_custom
 from nas_jax.models.custom import CustomSpec
 from nas_jax.models.network import load_network
 from nas_jax.rep.from_plain import branches_from_plain
-from nas_jax.train.checkpoint import Checkpointer
+from nas_jax.train.checkpoint import Checkpointer, Restored
 from nas_jax.train.config import config_from_json, config_to_json
 from nas_jax.train.metrics import RunLogger
 from nas_jax.train.optim import create_optimizer
 from nas_jax.train.step import (abstract_train_state, compiler_options, create_mesh, create_train_state,
-                                eval_step_fn, jit_eval_step, jit_train_step, shard_batch, train_step_fn)
+                                eval_step_fn, jit_eval_step, jit_train_step, replicated, shard_batch,
+                                train_step_fn)
 from nas_jax.train.task import ClassificationTask, Task
 
 CHECKPOINT_DIR = "checkpoints"
@@ -126,11 +127,19 @@ def _mean_metrics(pending) -> Dict[str, float]:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] = None, *,
-          stop_at_step: Optional[int] = None, progress_bar: Optional[bool] = None):
+          until: Optional[int] = None, checkpoint_dir: str = CHECKPOINT_DIR,
+          start_from: Optional[Callable[[], Restored]] = None, stop_at_step: Optional[int] = None,
+          progress_bar: Optional[bool] = None):
     """Trains (or resumes) the run of ``config`` in ``workdir``; returns the final ``TrainState``.
 
-    ``stop_at_step`` ends the run early as a kill would (after saving a checkpoint there
-    if it falls on ``checkpoint_every``); ``progress_bar`` None = a bar on a terminal only.
+    A run in segments, each its own task (the RepNAS search, then its fixed sub-network):
+    ``until`` ends this segment at that step of the schedule (which still spans the
+    config's steps) with a checkpoint; ``checkpoint_dir`` (under ``workdir``) holds the
+    segment's checkpoints; ``start_from()`` gives the ``Restored`` step, state and data
+    position a segment without checkpoints of its own starts from (default: step 0,
+    ``task.init``). ``stop_at_step`` ends the run early as a kill would (after saving a
+    checkpoint there if it falls on ``checkpoint_every``); ``progress_bar`` None = a bar on
+    a terminal only.
     """
     mesh = create_mesh()
     train_data = pipeline_from_config(config, config.train_split)
@@ -144,30 +153,32 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] 
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json(indent=2))
 
+    end = min(steps if until is None else until, steps if stop_at_step is None else stop_at_step)
     batches = train_data.train_batches(config.batch_size, config.seed)
-    checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.max_to_keep)
+    checkpointer = Checkpointer(os.path.join(workdir, checkpoint_dir), config.max_to_keep)
     restored = checkpointer.restore_latest(abstract_train_state(task, tx, example_batch(train_data), mesh))
+    if restored is None and start_from is not None:
+        restored = start_from()
+        restored = restored._replace(state=jax.device_put(restored.state, replicated(mesh)))
     if restored is None:
         state = create_train_state(task, tx, config.seed, example_batch(train_data), mesh)
         start = 0
     else:
         state, start = restored.state, restored.step
         batches.set_state(restored.data_state)
+        if start >= end:  # nothing left to train in this segment
+            checkpointer.close()
+            return state
     logger = RunLogger(workdir, steps, start, progress_bar)
-    compiled = {}
     options = compiler_options(config.cpu_skip_algsimp)
+    train_step = jit_train_step(train_step_fn(task, tx, learning_rate_fn), mesh, options)
     eval_step = jit_eval_step(eval_step_fn(task), mesh, options)
-    end = min(steps, stop_at_step if stop_at_step is not None else steps)
     if restored is None and end == 0:  # stopped at step 0: the initial state is the checkpoint
         checkpointer.save(0, state, batches.get_state(), config_json)
     pending = []
     with _sigterm_flag() as terminated:
         for step in range(start, end):
-            state = task.on_step(state, step) or state
-            key = task.compile_key
-            if key not in compiled:
-                compiled[key] = jit_train_step(train_step_fn(task, tx, learning_rate_fn), mesh, options)
-            state, metrics = compiled[key](state, shard_batch(next(batches), mesh), rng)
+            state, metrics = train_step(state, shard_batch(next(batches), mesh), rng)
             pending.append(metrics)
             logger.advance()
             done = step + 1
@@ -179,7 +190,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] 
             if (config.eval_every and done % config.eval_every == 0) or done == steps:
                 logger.write(done, config.eval_split, evaluate(eval_step, state, eval_data,
                                                                config.eval_batch_size, mesh))
-            if done % config.checkpoint_every == 0 or done == steps or terminated:
+            if done % config.checkpoint_every == 0 or done in (until, steps) or terminated:
                 checkpointer.save(done, state, batches.get_state(), config_json)
             if terminated:
                 break
@@ -198,19 +209,26 @@ def restore_config(workdir: str) -> ml_collections.ConfigDict:
         return config_from_json(json.load(f))
 
 
+def latest_checkpoint(config: ml_collections.ConfigDict, workdir: str, task: Task,
+                      checkpoint_dir: str = CHECKPOINT_DIR) -> Optional[Restored]:
+    """The newest readable checkpoint of ``task``'s run of ``config`` under
+    ``workdir/checkpoint_dir``, restored replicated over all devices; None if there is none."""
+    train_data = pipeline_from_config(config, config.train_split)
+    tx, _ = create_optimizer(config, total_steps(config, train_data))
+    checkpointer = Checkpointer(os.path.join(workdir, checkpoint_dir), config.max_to_keep)
+    restored = checkpointer.restore_latest(abstract_train_state(task, tx, example_batch(train_data), create_mesh()))
+    checkpointer.close()
+    return restored
+
+
 def restore_run(workdir: str, make_task: Optional[Callable[[ml_collections.ConfigDict], Task]] = None):
     """``(config, task, state, mesh)`` of the newest readable checkpoint of the run in
     ``workdir`` (its config read from ``config.json``); ``make_task(config)`` builds the
     run's task (default: the ``ClassificationTask`` of ``config``)."""
     config = restore_config(workdir)
-    mesh = create_mesh()
-    train_data = pipeline_from_config(config, config.train_split)
     task = (make_task(config) if make_task is not None
-            else classification_task_from_config(config, train_data.num_classes))
-    tx, _ = create_optimizer(config, total_steps(config, train_data))
-    checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), config.max_to_keep)
-    restored = checkpointer.restore_latest(abstract_train_state(task, tx, example_batch(train_data), mesh))
-    checkpointer.close()
+            else classification_task_from_config(config, pipeline_from_config(config, config.train_split).num_classes))
+    restored = latest_checkpoint(config, workdir, task)
     if restored is None:
         raise FileNotFoundError(f"no readable checkpoint under {os.path.join(workdir, CHECKPOINT_DIR)!r}")
-    return config, task, restored.state, mesh
+    return config, task, restored.state, create_mesh()

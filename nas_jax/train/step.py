@@ -102,7 +102,7 @@ def train_step_fn(task: Task, tx: optax.GradientTransformation,
             loss_of, argnums=argnums, has_aux=True, allow_int=True)(state.params, state.extra)
         param_grads, extra_grads = grads if task.trains_extra else (grads, None)
         updates, opt_state = tx.update(param_grads, state.opt_state, state.params)
-        extra = task.update_extra(state.extra, extra_grads, state.step) if task.trains_extra else state.extra
+        extra = task.update_extra(state.extra, extra_grads, state.step, rng) if task.trains_extra else state.extra
         metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                    "grad_norm": optax.tree.norm(param_grads), **aux}
         if learning_rate_fn is not None:

@@ -12,22 +12,23 @@ optimiser, checkpoints, logging). The RepNAS search and the pruning trainer are 
   batch may hold ``'mask' [B]`` and the loss must be the mask-weighted mean.
 * ``trains_extra`` (bool): when true the step also differentiates the loss with respect
   to ``extra`` (integer leaves get ``float0`` gradients) and calls
-  ``update_extra(extra, extra_grads, step) -> extra`` inside the compiled step, after
-  the weight update (e.g. an Adam step on the alphas, or nothing in a frozen phase).
-* ``on_step(state, step) -> TrainState | None``: host side, before step ``step`` (a
-  Python int; no device sync). May return a replacement state (reset BN statistics,
-  switch a phase flag in ``extra``) and may change the task itself; the loop keeps one
-  compiled step per ``compile_key`` (a hashable attribute), so a task that changes its
-  static structure (e.g. fixes a RepNAS mask) changes ``compile_key`` too.
+  ``update_extra(extra, extra_grads, step, rng) -> extra`` inside the compiled step, after
+  the weight update, with the ``rng`` the loss saw (e.g. an Adam step on the alphas, and
+  the step's sampled mask drawn again from the same key).
 * ``on_log(state, step, metrics) -> None``: host side, at logging points, with the
   averaged metrics as floats.
+
+A task is stateless: its static structure is fixed when it is built, so the loop
+compiles one step. A run whose structure changes part way (the RepNAS fixed phase) is
+two runs of the loop, the second starting from the first's last state (``train(...,
+until=, start_from=)``).
 
 ``Task`` below gives the optional parts their defaults; ``ClassificationTask`` is the
 plain supervised task (any zoo model, cross-entropy with label smoothing).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, Optional
+from typing import Any, Dict, Optional
 
 import flax.linen as nn
 import jax
@@ -37,7 +38,6 @@ import optax
 
 class Task:
     trains_extra: bool = False
-    compile_key: Hashable = None
 
     def init(self, rng, batch) -> Dict[str, Any]:
         raise NotImplementedError
@@ -45,11 +45,8 @@ class Task:
     def loss(self, params, extra, batch_stats, batch, rng, train: bool):
         raise NotImplementedError
 
-    def update_extra(self, extra, extra_grads, step):
+    def update_extra(self, extra, extra_grads, step, rng):
         return extra
-
-    def on_step(self, state, step: int):
-        return None
 
     def on_log(self, state, step: int, metrics: Dict[str, float]) -> None:
         return None
