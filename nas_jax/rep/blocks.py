@@ -4,9 +4,11 @@ Inputs are NHWC. Every block's submodule names mirror the official PyTorch modul
 (``dbb_origin``, ``dbb_1x1_kxk/bn1/bn``, ``_ops_3/conv2/bn`` ...), so a PyTorch key
 ``a.b.0.c.weight`` lives at Flax path ``a/b_0/c/kernel`` (see ``nas_jax.interop``).
 
-Each trainable block has a ``fuse(variables, in_channels)`` method: a pure function of
-the block's own variables (``{'params': ..., 'batch_stats': ...}``) that
-returns the ``(kernel [K, K, in/g, out], bias [out])`` of the equivalent deploy conv.
+Every trainable block and every branch inside one has the same ``fuse(variables,
+in_channels)`` method: a pure function of the module's own variables (``{'params': ...,
+'batch_stats': ...}``) that returns the ``(kernel [kh, kw, in/g, out], bias [out])`` of the
+equivalent conv; a block sums its branches' kernels zero-padded to its KxK
+(``fuse_branches``).
 """
 from __future__ import annotations
 
@@ -53,6 +55,25 @@ def _fold(kernel, params, stats):
 def _fold_conv_bn(params, stats):
     """Fused (kernel, bias) of a ConvBN's variables."""
     return _fold(params["conv"]["kernel"], params["bn"], stats["bn"])
+
+
+def _own(variables, name):
+    """The variables of submodule ``name`` (every collection that has it)."""
+    return {c: tree[name] for c, tree in variables.items() if name in tree}
+
+
+def fuse_branches(branches, variables, in_channels, size, weights=None):
+    """The summed ``(kernel [size, size, in/g, out], bias)`` of the unbound branch modules
+    ``branches`` (each with its ``name`` and ``fuse``) from their parent's ``variables``,
+    each scaled by its entry of ``weights`` when that is given (None: unscaled)."""
+    fused = []
+    for i, branch in enumerate(branches):
+        kernel, bias = branch.fuse(_own(variables, branch.name), in_channels)
+        w = None if weights is None else weights[i]
+        if w is not None:
+            kernel, bias = kernel * w, bias * w
+        fused.append((T.pad_to_size(kernel, size), bias))
+    return T.sum_branches(fused)
 
 
 def _avg_pool(x, size, strides, padding):
@@ -151,32 +172,28 @@ class DiverseBranchBlock(nn.Module):
             return internal_channels
         return 2 * in_channels if DiverseBranchBlock.is_depthwise(in_channels, features, groups) else in_channels
 
+    def _branches(self, in_channels, **unbound):
+        """The branch modules, in summation order (``parent=None``: unbound, for ``fuse``)."""
+        k, s, g, c, d = self.kernel_size, self.strides, self.groups, self.features, self.dtype
+        p = k // 2 if self.padding is None else self.padding
+        depthwise = self.is_depthwise(in_channels, c, g)
+        internal = self.internal_width(in_channels, c, g, self.internal_channels)
+        first = "idconv1" if internal == in_channels else "conv1"
+        return ([ConvBN(c, k, s, p, g, dtype=d, name="dbb_origin", **unbound)]
+                + ([] if depthwise else [ConvBN(c, 1, s, 0, g, dtype=d, name="dbb_1x1", **unbound)])
+                + [_DBBAvgBranch(c, k, s, p, g, depthwise, d, name="dbb_avg", **unbound),
+                   _OneByOneKxK(c, k, s, p, g, internal, first, d, name="dbb_1x1_kxk", **unbound)])
+
     @nn.compact
     def __call__(self, x, train: bool = False):
-        k, s, g, c = self.kernel_size, self.strides, self.groups, self.features
-        p = k // 2 if self.padding is None else self.padding
-        depthwise = self.is_depthwise(x.shape[-1], c, g)
-        out = ConvBN(c, k, s, p, g, dtype=self.dtype, name="dbb_origin")(x, train)
-        if not depthwise:
-            out += ConvBN(c, 1, s, 0, g, dtype=self.dtype, name="dbb_1x1")(x, train)
-        out += _DBBAvgBranch(c, k, s, p, g, depthwise, self.dtype, name="dbb_avg")(x, train)
-        internal = self.internal_width(x.shape[-1], c, g, self.internal_channels)
-        out += _OneByOneKxK(c, k, s, p, g, internal, "idconv1" if internal == x.shape[-1] else "conv1",
-                            self.dtype, name="dbb_1x1_kxk")(x, train)
+        branches = self._branches(x.shape[-1])
+        out = branches[0](x, train)
+        for branch in branches[1:]:
+            out += branch(x, train)
         return out
 
     def fuse(self, variables, in_channels):
-        p, s, groups = variables["params"], variables["batch_stats"], self.groups
-        origin = _fold_conv_bn(p["dbb_origin"], s["dbb_origin"])
-        k = origin[0].shape[0]
-        out = origin[0].shape[-1]
-        branches = [origin]
-        if "dbb_1x1" in p:
-            k1, b1 = _fold_conv_bn(p["dbb_1x1"], s["dbb_1x1"])
-            branches.append((T.pad_to_size(k1, k), b1))
-        branches.append(_OneByOneKxK.fuse(p["dbb_1x1_kxk"], s["dbb_1x1_kxk"], in_channels, groups))
-        branches.append(_DBBAvgBranch.fuse(p["dbb_avg"], s["dbb_avg"], out, k, groups))
-        return T.sum_branches(branches)
+        return fuse_branches(self._branches(in_channels, parent=None), variables, in_channels, self.kernel_size)
 
 
 class _DBBAvgBranch(nn.Module):
@@ -199,14 +216,14 @@ class _DBBAvgBranch(nn.Module):
             x = _avg_pool(x, k, self.strides, self.padding)
         return _batch_norm(self.dtype, "avgbn")(x, use_running_average=not train)
 
-    @staticmethod
-    def fuse(params, stats, out_channels, size, groups):
-        avg = _fold(T.avg_pool_kernel(out_channels, size, groups, params["avgbn"]["scale"].dtype),
+    def fuse(self, variables, in_channels):
+        params, stats = variables["params"], variables["batch_stats"]
+        avg = _fold(T.avg_pool_kernel(self.features, self.kernel_size, self.groups, params["avgbn"]["scale"].dtype),
                     params["avgbn"], stats["avgbn"])
         if "conv" not in params:
             return avg
         first = _fold(params["conv"]["kernel"], params["bn"], stats["bn"])
-        return T.merge_1x1_kxk(*first, *avg, groups)
+        return T.merge_1x1_kxk(*first, *avg, self.groups)
 
 
 class _OneByOneKxK(nn.Module):
@@ -229,8 +246,8 @@ class _OneByOneKxK(nn.Module):
         x = _conv(self.features, self.kernel_size, self.strides, 0, self.groups, self.dtype, "conv2")(x)
         return _batch_norm(self.dtype, "bn2")(x, use_running_average=not train)
 
-    @staticmethod
-    def fuse(params, stats, in_channels, groups):
+    def fuse(self, variables, in_channels):
+        params, stats, groups = variables["params"], variables["batch_stats"], self.groups
         if "idconv1" in params:
             first = params["idconv1"]["kernel"] + T.identity_kernel(in_channels, 1, groups,
                                                                     params["idconv1"]["kernel"].dtype)
@@ -280,15 +297,16 @@ class RepNASBlock(nn.Module):
     static_mask: Optional[Tuple[bool, ...]] = None
     dtype: Any = None
 
-    def _ops(self):
+    def _ops(self, **unbound):
+        """The six primitives in ``PRIMITIVES`` order (``parent=None``: unbound, for ``fuse``)."""
         c, s, g, d = self.features, self.strides, self.groups, self.dtype
         return (
-            ConvBN(c, 1, s, 0, g, dtype=d, name="_ops_0"),
-            _AvgPoolBN(c, s, g, d, name="_ops_1"),
-            ConvBN(c, 3, s, 1, g, dtype=d, name="_ops_2"),
-            _Conv1x1Conv3x3(c, s, g, d, name="_ops_3"),
-            ConvBN(c, (1, 3), s, (0, 1), g, dtype=d, name="_ops_4"),
-            ConvBN(c, (3, 1), s, (1, 0), g, dtype=d, name="_ops_5"),
+            ConvBN(c, 1, s, 0, g, dtype=d, name="_ops_0", **unbound),
+            _AvgPoolBN(c, s, g, d, name="_ops_1", **unbound),
+            ConvBN(c, 3, s, 1, g, dtype=d, name="_ops_2", **unbound),
+            _Conv1x1Conv3x3(c, s, g, d, name="_ops_3", **unbound),
+            ConvBN(c, (1, 3), s, (0, 1), g, dtype=d, name="_ops_4", **unbound),
+            ConvBN(c, (3, 1), s, (1, 0), g, dtype=d, name="_ops_5", **unbound),
         )
 
     @nn.compact
@@ -302,7 +320,7 @@ class RepNASBlock(nn.Module):
             w = jnp.ones((len(PRIMITIVES),), jnp.float32)
         out = None
         if self.strides == 1 and x.shape[-1] == self.features:
-            out = _SkipBN(self.dtype, name="skip_connect")(x, train)
+            out = _SkipBN(self.groups, self.dtype, name="skip_connect")(x, train)
         if self.has_variable("branch_weights", "mask") and not self.is_initializing():
             return self._dynamic_branches(x, train, mask, w, out)
         ops = self._ops()
@@ -339,32 +357,33 @@ class RepNASBlock(nn.Module):
         return out
 
     def fuse(self, variables, in_channels, branch_weights=None):
-        """``branch_weights`` [6] scales the kept branches (default ones, the fixed-mask value)."""
-        p, s, groups = variables["params"], variables["batch_stats"], self.groups
+        """``branch_weights`` [6] scales the kept branches (default: unscaled, the fixed-mask
+        value); the identity and the ``conv3x3`` fallback of an empty layer are unscaled."""
         mask = self.static_mask if self.static_mask is not None else (True,) * len(PRIMITIVES)
-        out = p["_ops_2"]["conv"]["kernel"].shape[-1]
-        dtype = p["_ops_2"]["conv"]["kernel"].dtype
-        w = jnp.ones((len(PRIMITIVES),), dtype) if branch_weights is None else branch_weights
-        branches = []
-        if "skip_connect" in p:
-            branches.append(_fold(T.identity_kernel(out, 3, groups, dtype),
-                                  p["skip_connect"]["bn"], s["skip_connect"]["bn"]))
-        for i in range(len(PRIMITIVES)):
-            if not mask[i]:
-                continue
-            k, b = _RepNASPrimitiveFusion[i](p[f"_ops_{i}"], s[f"_ops_{i}"], in_channels, out, groups)
-            branches.append((k * w[i], b * w[i]))
+        ops = self._ops(parent=None)
+        branches = [op for op, kept in zip(ops, mask) if kept]
+        weights = [branch_weights[i] for i in range(len(PRIMITIVES)) if mask[i]] if branch_weights is not None \
+            else [None] * len(branches)
+        if "skip_connect" in variables["params"]:
+            branches.insert(0, _SkipBN(self.groups, self.dtype, name="skip_connect", parent=None))
+            weights.insert(0, None)
         if not branches:
-            branches.append(_fold_conv_bn(p["_ops_2"], s["_ops_2"]))
-        return T.sum_branches(branches)
+            branches, weights = [ops[2]], [None]
+        return fuse_branches(branches, variables, in_channels, 3, weights)
 
 
 class _SkipBN(nn.Module):
+    """The BN-only identity branch."""
+    groups: int = 1
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train):
         return _batch_norm(self.dtype)(x, use_running_average=not train)
+
+    def fuse(self, variables, in_channels):
+        identity = T.identity_kernel(in_channels, 1, self.groups, variables["params"]["bn"]["scale"].dtype)
+        return _fold(identity, variables["params"]["bn"], variables["batch_stats"]["bn"])
 
 
 class _AvgPoolBN(nn.Module):
@@ -379,6 +398,12 @@ class _AvgPoolBN(nn.Module):
         x = ConvBN(self.features, 1, 1, 0, self.groups, bn_pad=1, dtype=self.dtype, name="conv1")(x, train)
         x = _avg_pool(x, 3, self.strides, 0)
         return _batch_norm(self.dtype, "bn2")(x, use_running_average=not train)
+
+    def fuse(self, variables, in_channels):
+        p, s = variables["params"], variables["batch_stats"]
+        first = _fold_conv_bn(p["conv1"], s["conv1"])
+        avg = _fold(T.avg_pool_kernel(self.features, 3, self.groups, first[0].dtype), p["bn2"], s["bn2"])
+        return T.merge_1x1_kxk(*first, *avg, self.groups)
 
 
 class _Conv1x1Conv3x3(nn.Module):
@@ -397,25 +422,10 @@ class _Conv1x1Conv3x3(nn.Module):
         return ConvBN(self.features, 3, self.strides, 0 if self.strides == 1 else 1, self.groups,
                       dtype=self.dtype, name="conv2")(x, train)
 
-
-def _fuse_padded_conv_bn(p, s, in_channels, out, groups):
-    k, b = _fold_conv_bn(p, s)
-    return T.pad_to_size(k, 3), b
-
-
-def _fuse_avgpool_bn(p, s, in_channels, out, groups):
-    first = _fold_conv_bn(p["conv1"], s["conv1"])
-    avg = _fold(T.avg_pool_kernel(out, 3, groups, first[0].dtype), p["bn2"], s["bn2"])
-    return T.merge_1x1_kxk(*first, *avg, groups)
-
-
-def _fuse_conv1x1_conv3x3(p, s, in_channels, out, groups):
-    second = _fold_conv_bn(p["conv2"], s["conv2"])
-    if "conv1" not in p:
-        return second
-    first = p["conv1"]["kernel"] + T.identity_kernel(in_channels, 1, groups, p["conv1"]["kernel"].dtype)
-    return T.merge_1x1_kxk(*_fold(first, p["bn1"], s["bn1"]), *second, groups)
-
-
-_RepNASPrimitiveFusion = (_fuse_padded_conv_bn, _fuse_avgpool_bn, _fuse_padded_conv_bn,
-                          _fuse_conv1x1_conv3x3, _fuse_padded_conv_bn, _fuse_padded_conv_bn)
+    def fuse(self, variables, in_channels):
+        p, s = variables["params"], variables["batch_stats"]
+        second = _fold_conv_bn(p["conv2"], s["conv2"])
+        if "conv1" not in p:
+            return second
+        first = p["conv1"]["kernel"] + T.identity_kernel(in_channels, 1, self.groups, p["conv1"]["kernel"].dtype)
+        return T.merge_1x1_kxk(*_fold(first, p["bn1"], s["bn1"]), *second, self.groups)

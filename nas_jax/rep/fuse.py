@@ -49,9 +49,11 @@ def fuse_params(model: nn.Module, variables, *, input_shape: Sequence[int] = (1,
     each scaled by the ``branch_weights`` collection when ``variables`` carries one.
     """
     deploy_model = _deploy_form(model)
-    flat = traverse_util.flatten_dict(variables["params"])
-    for path, value in fused_kernels(model, variables, input_shape).items():
-        flat = {k: v for k, v in flat.items() if k[:len(path)] != path}  # the block's branches go
+    fused = fused_kernels(model, variables, input_shape)
+    depths = sorted({len(path) for path in fused})
+    flat = {k: v for k, v in traverse_util.flatten_dict(variables["params"]).items()
+            if not any(k[:n] in fused for n in depths)}  # the blocks' branches go
+    for path, value in fused.items():
         flat.update({path + k: v for k, v in traverse_util.flatten_dict(value).items()})
     return deploy_model, {"params": traverse_util.unflatten_dict(flat)}
 
