@@ -83,11 +83,11 @@ def torch_runners(batch: int, res: int, num_classes: int):
 def jax_runners(batch: int, res: int, num_classes: int, skip_algsimp: bool):
     import jax
 
+    from nas_jax.common import compiler_options
     from nas_jax.models import create_model
     from nas_jax.train.config import default_config
     from nas_jax.train.optim import create_optimizer
-    from nas_jax.train.step import (compiler_options, create_mesh, create_train_state, jit_train_step, shard_batch,
-                                    train_step_fn)
+    from nas_jax.train.step import create_mesh, create_train_state, jit_train_step, shard_batch, train_step_fn
     from nas_jax.train.task import ClassificationTask
 
     mesh = create_mesh(jax.devices()[:1])
@@ -116,7 +116,7 @@ def jax_runners(batch: int, res: int, num_classes: int, skip_algsimp: bool):
 
 
 # "jax_xla_default": XLA's default passes (before); "jax": the loop's default on the CPU,
-# skipping the algebraic simplifier (after; see nas_jax.train.step.compiler_options).
+# skipping the algebraic simplifier (after; see nas_jax.common.compiler_options).
 BUILDERS = {
     "jax_xla_default": lambda b, r, n: jax_runners(b, r, n, skip_algsimp=False),
     "jax": lambda b, r, n: jax_runners(b, r, n, skip_algsimp=True),

@@ -17,9 +17,9 @@ import time
 import jax
 import numpy as np
 
+from nas_jax.common import compiler_options
 from nas_jax.models import create_model
 from nas_jax.rep.fuse import fuse_params
-from nas_jax.train.step import compiler_options
 
 
 def compiled_forward(model, variables, x, options):

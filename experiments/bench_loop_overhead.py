@@ -22,11 +22,11 @@ import time
 
 import jax
 
+from nas_jax.common import compiler_options
 from nas_jax.train import ClassificationTask, default_config, train
 from nas_jax.train.loop import model_from_config, pipeline_from_config
 from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import (compiler_options, create_mesh, create_train_state, jit_train_step, shard_batch,
-                                train_step_fn)
+from nas_jax.train.step import create_mesh, create_train_state, jit_train_step, shard_batch, train_step_fn
 
 
 class TimedTask(ClassificationTask):

@@ -17,13 +17,13 @@ import time
 import jax
 import numpy as np
 
+from nas_jax.common import compiler_options
 from nas_jax.pruning.task import PruningTask
 from nas_jax.pruning.widths import WidthGrid
 from nas_jax.models.network import ZooSpec
 from nas_jax.train.config import default_config
 from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import (compiler_options, create_mesh, create_train_state, jit_train_step, shard_batch,
-                                train_step_fn)
+from nas_jax.train.step import create_mesh, create_train_state, jit_train_step, shard_batch, train_step_fn
 from nas_jax.train.task import ClassificationTask
 
 

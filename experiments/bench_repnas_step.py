@@ -23,6 +23,7 @@ import numpy as np
 
 from results_io import write_results
 
+from nas_jax.common import compiler_options
 from nas_jax.models import create_model
 from nas_jax.repnas.searchable import find_searchable_layers
 from nas_jax.repnas.masks import BranchBudget, kept_mask
@@ -30,8 +31,7 @@ from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
 from nas_jax.train.bench import benchmark
 from nas_jax.train.config import default_config
 from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import (compiler_options, create_mesh, create_train_state, jit_train_step, shard_batch,
-                                train_step_fn)
+from nas_jax.train.step import create_mesh, create_train_state, jit_train_step, shard_batch, train_step_fn
 from nas_jax.train.task import ClassificationTask
 
 

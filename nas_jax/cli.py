@@ -19,7 +19,7 @@ COMMANDS = {
     "export": "nas_jax.interop.export_cli",
     "train": "nas_jax.train.commands.train",
     "eval": "nas_jax.train.commands.eval",
-    "fuse": "nas_jax.train.commands.fuse",
+    "fuse": "nas_jax.rep.cli",
     "bench": "nas_jax.train.commands.bench",
     "repnas": "nas_jax.repnas.cli",
     "prune": "nas_jax.pruning.cli",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import randomize
+from nas_jax.common import RUN_ONCE_COMPILER_OPTIONS
 from nas_jax.models import create_model
 from nas_jax.rep.fuse import fuse_params
 from nas_jax.repnas.searchable import branch_weights_collection, find_searchable_layers, static_branch_mask
@@ -16,7 +17,7 @@ from repnas_helpers import TinyNet
 
 def _run_once(fn, *args):
     """``fn(*args)`` compiled without backend optimisation: these programs run once."""
-    return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})(*args)
+    return jax.jit(fn).lower(*args).compile(compiler_options=RUN_ONCE_COMPILER_OPTIONS)(*args)
 
 
 def _task(model=None, kept_ratio=0.5, branch_compute="cond", **budget):

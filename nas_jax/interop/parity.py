@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from nas_jax.common import RUN_ONCE_COMPILER_OPTIONS
 from nas_jax.interop.widths import model_at_widths, state_dict_param_shapes
 from nas_jax.interop.torch_state_dict import (StateDictMismatchError, load_state_dict, split_repnas_supernet,
                                               torch_to_flax)
@@ -35,10 +36,8 @@ HELP = "check JAX blocks and models against golden .npz files made by the offici
 TOLERANCE = 1e-5
 RESNET_BLOCKS = {"BasicBlock": False, "Bottleneck": True}  # official block class -> bottleneck
 _OFFICIAL_DEPLOY_CONV = re.compile(r"(^|\.)dbb_reparam\.")  # the official DBB deploy conv; ours is `conv`
-# Each program runs once or twice, so compile time dominates: skip the backend's costly
-# optimisations (numerics stay IEEE float32; about half the compile time on CPU).
-_run_once = functools.partial(jax.jit, static_argnums=(0, 1),
-                              compiler_options={"xla_backend_optimization_level": 0})
+# Each program runs once or twice, so compile time dominates (about half of it saved on CPU).
+_run_once = functools.partial(jax.jit, static_argnums=(0, 1), compiler_options=RUN_ONCE_COMPILER_OPTIONS)
 
 
 class GoldenFileError(Exception):

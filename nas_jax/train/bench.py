@@ -7,7 +7,7 @@ else the process's max RSS) and the settings. The train step is the loop's own
 (``nas_jax.train.step``: SGD, sharded batch, donated state); inference is
 ``model.apply(v, x)`` in eval mode. ``block='deploy'`` builds the deploy network directly
 (the same shapes ``fuse_params`` gives for every trainable kind). ``cpu_skip_algsimp``:
-see ``nas_jax.train.step.compiler_options``.
+see ``nas_jax.common.compiler_options``.
 """
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nas_jax.common import compiler_options
 from nas_jax.models import create_model
 from nas_jax.train.config import default_config
 from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import (compiler_options, create_mesh, create_train_state, jit_train_step, replicated,
-                                shard_batch, train_step_fn)
+from nas_jax.train.step import (create_mesh, create_train_state, jit_train_step, replicated, shard_batch,
+                                train_step_fn)
 from nas_jax.train.task import ClassificationTask
 
 MODES = ("train", "infer")

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nas_jax.common import compiler_options
 from nas_jax.data import Pipeline, create_pipeline
 from nas_jax.models import create_model, is_custom
 from nas_jax.models.custom import CustomSpec
@@ -33,9 +34,8 @@ from nas_jax.train.checkpoint import Checkpointer, Restored
 from nas_jax.train.config import config_from_json, config_to_json
 from nas_jax.train.metrics import RunLogger
 from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import (abstract_train_state, compiler_options, create_mesh, create_train_state,
-                                eval_step_fn, jit_eval_step, jit_train_step, replicated, shard_batch,
-                                train_step_fn)
+from nas_jax.train.step import (abstract_train_state, create_mesh, create_train_state, eval_step_fn, jit_eval_step,
+                                jit_train_step, replicated, shard_batch, train_step_fn)
 from nas_jax.train.task import ClassificationTask, Task
 
 CHECKPOINT_DIR = "checkpoints"

@@ -11,19 +11,10 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "training_curve.png"
-
-
-def write_json_atomic(path: str, doc, indent: Optional[int] = None) -> None:
-    """Writes ``doc`` as JSON to ``path`` through a temporary file and a rename, so a kill
-    leaves either the old file or the new one, never half of one."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=indent)
-    os.replace(tmp, path)
 
 
 def read_metrics(workdir: str) -> List[dict]:

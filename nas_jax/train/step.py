@@ -17,25 +17,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from nas_jax.common import RUN_ONCE_COMPILER_OPTIONS
 from nas_jax.train.state import TrainState
 from nas_jax.train.task import Task
 
 DATA_AXIS = "data"
-
-# XLA CPU's algebraic simplifier swaps the operands of a convolution whose kernel is
-# larger than its input (the 3x3 convs on the 2x2 / 1x1 maps of a ResNet's last stage at
-# 64 / 32 pixels); the swapped form runs as a naive loop, ~1.8 s for one 512-channel
-# conv at batch 32, 90% of the step. Skipping the pass for the step's executable avoids it.
-CPU_SKIP_ALGSIMP = {"xla_disable_hlo_passes": "algsimp"}
-
-
-def compiler_options(cpu_skip_algsimp: bool) -> Optional[dict]:
-    """XLA options for the compiled steps: ``CPU_SKIP_ALGSIMP`` when asked for and the
-    backend is the CPU, else None (the defaults)."""
-    if cpu_skip_algsimp and jax.default_backend() == "cpu":
-        return dict(CPU_SKIP_ALGSIMP)
-    return None
-
 
 def create_mesh(devices=None) -> Mesh:
     """A 1-D mesh ``('data',)`` over ``devices`` (default: all devices of all processes)."""
@@ -60,11 +46,6 @@ def shard_batch(batch: Dict[str, np.ndarray], mesh: Mesh) -> Dict[str, jax.Array
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-# Initialisation runs once: compile it without optimisation (XLA CPU takes minutes to
-# optimise the random-bit generation of a ResNet's initialisers, and seconds without).
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
 def _init_fn(task: Task, tx: optax.GradientTransformation, example_batch):
     def init(seed):
         v = task.init(jax.random.key(seed, impl="rbg"), example_batch)
@@ -79,7 +60,7 @@ def create_train_state(task: Task, tx: optax.GradientTransformation, seed: int, 
     replicated over ``mesh``."""
     seed = jnp.asarray(seed, jnp.uint32)
     init = jax.jit(_init_fn(task, tx, example_batch), out_shardings=replicated(mesh))
-    return init.lower(seed).compile(compiler_options=INIT_COMPILER_OPTIONS)(seed)
+    return init.lower(seed).compile(compiler_options=RUN_ONCE_COMPILER_OPTIONS)(seed)
 
 
 def abstract_train_state(task: Task, tx: optax.GradientTransformation, example_batch, mesh: Mesh):

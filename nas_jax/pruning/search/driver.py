@@ -28,7 +28,7 @@ from nas_jax.pruning.search.history import History
 from nas_jax.pruning.search.searchers import Searcher
 from nas_jax.pruning.search.space import SearchSpace
 from nas_jax.pruning.widths import full_channels
-from nas_jax.train.metrics import write_json_atomic
+from nas_jax.common import write_json_atomic
 
 STATE_FILE, BEST_FILE = "state.json", "best.json"
 

@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nas_jax.common import compiler_options
 from nas_jax.pruning import masked
 from nas_jax.pruning.task import PruningTask
-from nas_jax.train.step import compiler_options
 
 
 def map_batches(f: Callable, xs, unrolled: bool, batch_size: Optional[int] = None):
@@ -84,7 +84,7 @@ class CandidateEvaluator:
     side by side under ``jax.vmap`` (0: 1 on the CPU, ``chunk`` on accelerators).
 
     On the CPU the program is compiled without XLA's algebraic simplifier, as the training
-    steps are (``nas_jax.train.step.compiler_options``; twice the speed here), and XLA's
+    steps are (``nas_jax.common.compiler_options``; twice the speed here), and XLA's
     CPU backend intermittently crashes (segmentation fault) on loops compiled that way, so
     there the loops over batches and over the chunk are unrolled into straight-line code:
     compile time grows with ``chunk``, hence its CPU default of 1."""

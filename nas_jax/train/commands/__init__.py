@@ -1,1 +1,1 @@
-"""The training subcommands of ``nas-jax``: ``train``, ``eval``, ``fuse``, ``bench``."""
+"""The training subcommands of ``nas-jax``: ``train``, ``eval``, ``bench``."""

@@ -12,8 +12,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from nas_jax.common import compiler_options
     from nas_jax.train.loop import evaluate, pipeline_from_config, restore_run
-    from nas_jax.train.step import compiler_options, eval_step_fn, jit_eval_step
+    from nas_jax.train.step import eval_step_fn, jit_eval_step
 
     config, task, state, mesh = restore_run(args.workdir)
     split = args.split or config.eval_split
