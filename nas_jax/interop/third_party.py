@@ -23,7 +23,6 @@ stand for indices; the first matching rule wins, both ways.
 """
 from __future__ import annotations
 
-import functools
 import re
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -70,8 +69,8 @@ REPVGG_PRIMITIVES = tuple(p in ("conv1x1", "conv3x3") for p in PRIMITIVES)  # Re
 _FIELD = re.compile(r"\\\{([a-z])\\\}")
 
 
-@functools.lru_cache(maxsize=None)
 def _compile(prefix: str) -> re.Pattern:
+    """The regular expression of a rule's prefix (``re`` caches compiled patterns)."""
     return re.compile("^" + _FIELD.sub(r"(?P<\1>\\d+)", re.escape(prefix)))
 
 

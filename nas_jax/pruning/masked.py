@@ -126,6 +126,14 @@ def masked_apply(model: nn.Module, graph: LayerGraph, variables, channels, image
         return model.apply(variables, images, train=False)
 
 
+def accuracy_sums(model: nn.Module, graph: LayerGraph, variables, channels, batch):
+    """``(correct, count)`` of the masked model in eval mode over ``batch`` (``'image'``,
+    ``'label'``, ``'mask'`` [B], 0 on padding): the numerator and denominator of top-1."""
+    logits = masked_apply(model, graph, variables, channels, batch["image"], train=False)
+    mask = batch["mask"]
+    return ((jnp.argmax(logits, -1) == batch["label"]) * mask).sum(), mask.sum()
+
+
 def batch_statistics(model: nn.Module, graph: LayerGraph, variables, channels, images) -> dict:
     """A ``batch_stats`` tree with the mean and (biased) variance over ``images`` of the
     input of every BatchNorm of the masked model, in the train-mode forward pass (float32,

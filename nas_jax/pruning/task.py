@@ -73,7 +73,7 @@ class PruningTask(Task):
         # compiled once per task, and freed with it
         self.generate_compiled = jax.jit(self.generate)
         self.statistics = jax.jit(functools.partial(masked.batch_statistics, model, self.graph))
-        self.accuracy_sums = jax.jit(self._accuracy_sums)
+        self.accuracy_sums = jax.jit(functools.partial(masked.accuracy_sums, model, self.graph))
 
     def init(self, rng, batch):
         model_params = traverse_util.flatten_dict(self.model.init(
@@ -81,11 +81,6 @@ class PruningTask(Task):
         params = {"pruningnet": self.net.init(rng, full_channels(self.graph))["params"],
                   "network": traverse_util.unflatten_dict({path: model_params[path] for path in self.learnt}, sep="/")}
         return {"params": params, "batch_stats": {}, "extra": {}}
-
-    def _accuracy_sums(self, variables, channels, batch):
-        logits = masked.masked_apply(self.model, self.graph, variables, channels, batch["image"], train=False)
-        mask = batch["mask"]
-        return ((jnp.argmax(logits, -1) == batch["label"]) * mask).sum(), mask.sum()
 
     def generate(self, params, channels, batch_stats=None) -> dict:
         """The masked model's variables for ``channels`` [num_groups]."""

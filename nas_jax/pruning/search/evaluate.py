@@ -59,12 +59,9 @@ def configuration_accuracy(task: PruningTask, params, channels, calibration, hol
         lambda images: masked.batch_statistics(task.model, task.graph, variables, channels, images), calibration,
         unrolled)
     variables = dict(variables, batch_stats=jax.tree.map(lambda s: s.mean(0), per_batch))
-
-    def correct(batch):
-        logits = masked.masked_apply(task.model, task.graph, variables, channels, batch["image"], train=False)
-        return ((jnp.argmax(logits, -1) == batch["label"]) * batch["mask"]).sum()
-
-    return map_batches(correct, holdout, unrolled).sum() / holdout["mask"].sum()
+    correct = map_batches(lambda batch: masked.accuracy_sums(task.model, task.graph, variables, channels, batch)[0],
+                          holdout, unrolled)
+    return correct.sum() / holdout["mask"].sum()
 
 
 def stack_batches(batches: Iterable[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
