@@ -3,7 +3,8 @@ backbone, in one run (same machine, same batch, the loop's own compiled steps).
 
 Rows: the RepNAS search step with masked branches skipped (``nn.cond`` per branch) and
 with all six branches computed and scaled by the mask (``dense``); the fixed sub-network's
-step (a static mask); the DBB and plain train steps (``nas_jax.train.bench``). Prints a
+step (a static mask); the DBB, online DBB (``orepa``) and plain train steps
+(``nas_jax.train.bench``). Prints a
 markdown table and the ratios, and writes it to ``--out`` (none if empty); ``--json``
 also prints one JSON line (``search_images_per_s``: the faster search form,
 ``dbb_images_per_s``, ``plain_images_per_s``, every row and the settings), the form
@@ -84,8 +85,8 @@ def main() -> None:
         "RepNAS search, all six computed x mask (dense)": repnas_step(args, "dense", fixed=False),
         "RepNAS fixed sub-network (static mask)": repnas_step(args, "cond", fixed=True),
     }
-    for block in ("dbb", "plain"):
-        rows[f"{block.upper() if block == 'dbb' else block} train step"] = benchmark(
+    for block in ("dbb", "orepa", "plain"):
+        rows[f"{block.upper() if block != 'plain' else block} train step"] = benchmark(
             "train", args.model, block, args.batch, args.res, args.steps, "float32", 10, args.width)
     cond, dense = rows["RepNAS search, masked branches skipped (cond)"], rows[
         "RepNAS search, all six computed x mask (dense)"]
@@ -98,7 +99,9 @@ def main() -> None:
               for name, r in rows.items()]
     lines += ["", f"- search step time, cond / dense: {cond['step_ms'] / dense['step_ms']:.2f}",
               f"- search step time, cond / DBB: {cond['step_ms'] / dbb['step_ms']:.2f}",
-              f"- search step time, dense / DBB: {dense['step_ms'] / dbb['step_ms']:.2f}"]
+              f"- search step time, dense / DBB: {dense['step_ms'] / dbb['step_ms']:.2f}",
+              f"- images/s over plain: DBB {dbb['images_per_s'] / rows['plain train step']['images_per_s']:.2f}, "
+              f"online DBB (OREPA) {rows['OREPA train step']['images_per_s'] / rows['plain train step']['images_per_s']:.2f}"]
     if args.out:
         write_results(args.out, "\n".join(lines) + "\n", {"args": vars(args), "device": device, "rows": rows})
     else:
@@ -108,6 +111,7 @@ def main() -> None:
         print(json.dumps({
             "benchmark": "repnas_step", "search_images_per_s": search[0]["images_per_s"], "search_form": search[1],
             "dbb_images_per_s": dbb["images_per_s"], "plain_images_per_s": rows["plain train step"]["images_per_s"],
+            "orepa_images_per_s": rows["OREPA train step"]["images_per_s"],
             "search_over_dbb": search[0]["images_per_s"] / dbb["images_per_s"], "device": device,
             "settings": {k: v for k, v in vars(args).items() if k not in ("out", "json")},
             "rows": rows}))

@@ -1,16 +1,17 @@
-"""The digits table: plain vs DBB vs RepNAS (kept_ratio 0.34), several seeds, the same
+"""The digits table: plain vs DBB vs online DBB (OREPA) vs RepNAS (kept_ratio 0.34), several seeds, the same
 deploy network (ResNet-18 at width 0.25, one 3x3 conv per layer after fusion), the same
 training length, optimiser and data; test accuracy (mean +- std) and wall-clock.
 
-Plain and DBB run ``nas-jax train`` with ``experiments/configs/train_digits.py`` set to
+Plain, DBB and online DBB (``block='orepa'``) run ``nas-jax train`` with ``experiments/configs/train_digits.py`` set to
 the RepNAS config's length and optimiser settings, then ``nas-jax eval --split test``;
 RepNAS runs ``nas-jax repnas --config experiments/configs/repnas_digits.py`` and reads
 the fused network's test accuracy from its report. Each run is a separate process
 timed from start to end (compilation included; a persistent XLA cache under
 ``--workdir`` is shared by all runs, so the first seed of each method pays for most of
-its compilation). Writes ``experiments/results/repnas_digits.md`` (and ``.json``).
+its compilation). Writes ``experiments/results/repnas_digits.md`` (and ``.json``);
+``--methods`` runs some of them only.
 
-    python experiments/repnas_digits_table.py --seeds 0 1 2 --workdir /tmp/repnas_table
+    python experiments/repnas_digits_table.py --seeds 0 1 2 --workdir /tmp/repnas_table [--methods plain DBB OREPA]
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from results_io import mean_std, write_results
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "experiments", "configs")
 RESULTS = os.path.join(REPO, "experiments", "results")
+BLOCKS = {"plain": "plain", "DBB": "dbb", "OREPA": "orepa"}  # the baselines: method -> block
+METHODS = (*BLOCKS, "RepNAS")
 
 
 def _run(args, env) -> str:
@@ -76,24 +79,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workdir", default="/tmp/repnas_digits_table")
     parser.add_argument("--kept-ratio", type=float, default=0.34)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--out", default=os.path.join(RESULTS, "repnas_digits.md"))
     args = parser.parse_args()
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(args.workdir, "xla_cache")}
-    runs = {"plain": [], "DBB": [], f"RepNAS ({args.kept_ratio})": []}
+    runs = {(f"RepNAS ({args.kept_ratio})" if m == "RepNAS" else m): [] for m in args.methods}
     for seed in args.seeds:
         for name in runs:
             workdir = os.path.join(args.workdir, f"{name.split()[0].lower()}_seed{seed}")
-            if name == "plain" or name == "DBB":
-                result = baseline(name.lower(), seed, workdir, env)
+            if name in BLOCKS:
+                result = baseline(BLOCKS[name], seed, workdir, env)
             else:
                 result = repnas(seed, workdir, env, args.kept_ratio)
             runs[name].append(result)
             print(f"{name} seed {seed}: test accuracy {result['test_accuracy']:.4f}, wall {result['wall_s']:.0f} s",
                   flush=True)
     settings = repnas_settings()
-    lines = [f"# Digits: plain vs DBB vs RepNAS ({settings['model']} width {settings['width']}, "
+    lines = [f"# Digits: {' vs '.join(runs)} ({settings['model']} width {settings['width']}, "
              f"{settings['num_epochs']:g} epochs, seeds {args.seeds})", "",
-             "All three deploy to the same network (one 3x3 conv with bias per layer). Test split: 360 images.", "",
+             "All deploy to the same network (one 3x3 conv with bias per layer). Test split: 360 images.", "",
              "| method | test accuracy % (mean ± sample std) | training wall-clock s (mean ± sample std) | per seed |",
              "| --- | --- | --- | --- |"]
     for name, results in runs.items():
@@ -101,11 +105,13 @@ def main() -> None:
         wall = [r["wall_s"] for r in results]
         per_seed = ", ".join(f"{100 * a:.2f}" for a in acc)
         lines.append(f"| {name} | {mean_std(acc, 100, 2)} | {mean_std(wall, 1, 0)} | {per_seed} |")
-    rep = runs[f"RepNAS ({args.kept_ratio})"][0]
-    lines += ["", f"RepNAS keeps {rep['kept_branches']} of {rep['total_branches']} branches; deploy params "
-              f"{rep['deploy_params']:,}; fused vs trained max |logit diff| "
-              f"{max(r['fused_vs_supernet_max_abs_logit_diff'] for r in runs[f'RepNAS ({args.kept_ratio})']):.1e}.",
-              "Wall-clock is the whole command (data, compilation, training, evaluation; RepNAS also fusion and "
+    repnas_runs = runs.get(f"RepNAS ({args.kept_ratio})")
+    if repnas_runs:
+        rep = repnas_runs[0]
+        lines += ["", f"RepNAS keeps {rep['kept_branches']} of {rep['total_branches']} branches; deploy params "
+                  f"{rep['deploy_params']:,}; fused vs trained max |logit diff| "
+                  f"{max(r['fused_vs_supernet_max_abs_logit_diff'] for r in repnas_runs):.1e}."]
+    lines += ["", "Wall-clock is the whole command (data, compilation, training, evaluation; RepNAS also fusion and "
               "report) on a shared 2-core CPU; a persistent XLA cache makes later seeds compile less."]
     write_results(args.out, "\n".join(lines) + "\n", {"seeds": args.seeds, "settings": settings, "runs": runs})
 

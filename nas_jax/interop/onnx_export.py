@@ -21,7 +21,7 @@ import numpy as np
 
 from nas_jax.rep.fuse import fuse_params
 
-MULTI_BRANCH_BLOCKS = ("dbb", "repnas")
+MULTI_BRANCH_BLOCKS = ("dbb", "orepa", "repnas")
 
 
 def export_onnx(model, variables, path: str, input_shape: Sequence[int], seed: int = 0) -> dict:

@@ -1,7 +1,8 @@
 """How a model asks for a conv-BN layer: the block kind decides which module it gets.
 
 ``block`` kinds: ``plain`` (conv-BN), ``dbb`` (Diverse Branch Block where 1 < K < 7, the
-official rule), ``repnas`` (the RepNAS block for every 3x3 conv) and ``deploy`` (one conv
+official rule), ``orepa`` (the DBB's branches collapsed into one kernel at every step,
+``nas_jax.rep.online``, same layers as ``dbb``), ``repnas`` (the RepNAS block for every 3x3 conv) and ``deploy`` (one conv
 with bias, what every kind fuses into). Every layer is created under the name the caller
 gives, so the four kinds of one model share their layer paths.
 """
@@ -14,8 +15,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from nas_jax.rep.blocks import ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock
+from nas_jax.rep.online import OnlineDBB
 
-BLOCK_KINDS = ("plain", "dbb", "repnas", "deploy")
+BLOCK_KINDS = ("plain", "dbb", "orepa", "repnas", "deploy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +55,7 @@ class BlockSpec:
 
 def is_searchable(kind: str, kernel_size: int) -> bool:
     """Whether a KxK conv-BN becomes a multi-branch block under ``kind``."""
-    return (kind == "dbb" and 1 < kernel_size < 7) or (kind == "repnas" and kernel_size == 3)
+    return (kind in ("dbb", "orepa") and 1 < kernel_size < 7) or (kind == "repnas" and kernel_size == 3)
 
 
 def conv_block(spec: BlockSpec, parent: nn.Module, features: int, kernel_size: int, strides: int = 1,
@@ -69,6 +71,8 @@ def conv_block(spec: BlockSpec, parent: nn.Module, features: int, kernel_size: i
         return DeployConv(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
     if spec.kind == "dbb" and is_searchable("dbb", kernel_size):
         return DiverseBranchBlock(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
+    if spec.kind == "orepa" and is_searchable("orepa", kernel_size):
+        return OnlineDBB(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
     if spec.kind == "repnas" and is_searchable("repnas", kernel_size):
         return RepNASBlock(features, strides, groups, spec.static_mask(path), dtype=spec.dtype, name=name)
     return ConvBN(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)

@@ -30,7 +30,7 @@ def _pair(v) -> Tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _batch_norm(dtype, name="bn"):
+def batch_norm(dtype, name="bn"):
     return nn.BatchNorm(momentum=BN_MOMENTUM, epsilon=T.BN_EPS, dtype=dtype, name=name)
 
 
@@ -41,7 +41,7 @@ def _conv(features, kernel_size, strides, padding, groups, dtype, name, use_bias
                    feature_group_count=groups, use_bias=use_bias, dtype=dtype, name=name)
 
 
-def _bn_args(params, stats):
+def bn_args(params, stats):
     """(scale, bias, mean, var) of a BatchNorm, or of the BN inside a BN-and-pad."""
     if "bn" in params:
         params, stats = params["bn"], stats["bn"]
@@ -49,7 +49,7 @@ def _bn_args(params, stats):
 
 
 def _fold(kernel, params, stats):
-    return T.fold_batchnorm(kernel, *_bn_args(params, stats))
+    return T.fold_batchnorm(kernel, *bn_args(params, stats))
 
 
 def _fold_conv_bn(params, stats):
@@ -93,12 +93,12 @@ class BNAndPad(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        bn = _batch_norm(self.dtype)
+        bn = batch_norm(self.dtype)
         y = bn(x, use_running_average=not train)
         if self.pad == 0:
             return y
         scale, bias, mean, var = jax.lax.stop_gradient(
-            _bn_args(bn.variables["params"], bn.variables["batch_stats"]))
+            bn_args(bn.variables["params"], bn.variables["batch_stats"]))
         fill = (bias - mean * scale / jnp.sqrt(var + T.BN_EPS)).astype(y.dtype)
         p = self.pad
         inside = np.pad(np.ones(y.shape[1:3], bool), p)[None, :, :, None]
@@ -121,7 +121,7 @@ class ConvBN(nn.Module):
         x = _conv(self.features, self.kernel_size, self.strides, padding, self.groups, self.dtype, "conv")(x)
         if self.bn_pad:
             return BNAndPad(self.bn_pad, self.dtype, name="bn")(x, train)
-        return _batch_norm(self.dtype)(x, use_running_average=not train)
+        return batch_norm(self.dtype)(x, use_running_average=not train)
 
     def fuse(self, variables, in_channels):
         return _fold_conv_bn(variables["params"], variables["batch_stats"])
@@ -214,7 +214,7 @@ class _DBBAvgBranch(nn.Module):
             x = _avg_pool(x, k, self.strides, 0)
         else:
             x = _avg_pool(x, k, self.strides, self.padding)
-        return _batch_norm(self.dtype, "avgbn")(x, use_running_average=not train)
+        return batch_norm(self.dtype, "avgbn")(x, use_running_average=not train)
 
     def fuse(self, variables, in_channels):
         params, stats = variables["params"], variables["batch_stats"]
@@ -244,7 +244,7 @@ class _OneByOneKxK(nn.Module):
             else _conv(self.internal, 1, 1, 0, self.groups, self.dtype, "conv1")(x)
         x = BNAndPad(self.padding, self.dtype, name="bn1")(x, train)
         x = _conv(self.features, self.kernel_size, self.strides, 0, self.groups, self.dtype, "conv2")(x)
-        return _batch_norm(self.dtype, "bn2")(x, use_running_average=not train)
+        return batch_norm(self.dtype, "bn2")(x, use_running_average=not train)
 
     def fuse(self, variables, in_channels):
         params, stats, groups = variables["params"], variables["batch_stats"], self.groups
@@ -379,7 +379,7 @@ class _SkipBN(nn.Module):
 
     @nn.compact
     def __call__(self, x, train):
-        return _batch_norm(self.dtype)(x, use_running_average=not train)
+        return batch_norm(self.dtype)(x, use_running_average=not train)
 
     def fuse(self, variables, in_channels):
         identity = T.identity_kernel(in_channels, 1, self.groups, variables["params"]["bn"]["scale"].dtype)
@@ -397,7 +397,7 @@ class _AvgPoolBN(nn.Module):
     def __call__(self, x, train):
         x = ConvBN(self.features, 1, 1, 0, self.groups, bn_pad=1, dtype=self.dtype, name="conv1")(x, train)
         x = _avg_pool(x, 3, self.strides, 0)
-        return _batch_norm(self.dtype, "bn2")(x, use_running_average=not train)
+        return batch_norm(self.dtype, "bn2")(x, use_running_average=not train)
 
     def fuse(self, variables, in_channels):
         p, s = variables["params"], variables["batch_stats"]

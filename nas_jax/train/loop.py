@@ -65,7 +65,7 @@ def classification_task_from_config(config, num_classes: int) -> ClassificationT
             raise ValueError(f"{config.init_from} holds user model {spec.target}; block={config.block!r} applies "
                              "to zoo models only")
         return ClassificationTask(model, config.label_smoothing, initial_variables=variables)
-    if config.block in ("dbb", "repnas") and model.block == "plain":  # fine-tune with branches
+    if config.block in ("dbb", "orepa", "repnas") and model.block == "plain":  # fine-tune with branches
         model = model.clone(block=config.block)
         variables = branches_from_plain(model, variables, input_shape=(1, spec.image_size, spec.image_size, 3))
     return ClassificationTask(model.clone(dtype=jnp.dtype(config.dtype)), config.label_smoothing,
