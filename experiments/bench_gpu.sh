@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train-step throughput of plain and DBB ResNet-18 at batch 256, 224x224, bf16, and the
+# Train-step throughput of plain, DBB and online DBB (orepa) ResNet-18 at batch 256, 224x224, bf16, and the
 # Graph PruningNet train step against the fixed-width MobileNetV2 one (batch 256, 224,
 # bf16), on whatever accelerators JAX sees; one JSON line per run appended to $OUT
 # (default bench_gpu.jsonl). Compare with DESIGN.md section 3 (H200: Flax plain 17,648
@@ -16,7 +16,7 @@ bench() {  # one benchmark; its last line (the JSON) appended to $OUT; a failure
   "$PY" "$@" --steps "$STEPS" --json | tail -n 1 | tee -a "$OUT" || { echo "FAILED: $*" >&2; failed=1; }
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-for BLOCK in plain dbb; do
+for BLOCK in plain dbb orepa; do
   bench -m nas_jax.cli bench train --model resnet18 --block "$BLOCK" --batch 256 --res 224 --dtype bfloat16
 done
 bench -m nas_jax.cli bench infer --model resnet18 --block deploy --batch 256 --res 224 --dtype bfloat16

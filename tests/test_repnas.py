@@ -11,7 +11,7 @@ from nas_jax.models import create_model
 from nas_jax.rep.fuse import fuse_params
 from nas_jax.repnas.searchable import branch_weights_collection, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget, gumbel_rank, kept_mask, straight_through
-from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
+from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer, resolve_branch_compute
 from repnas_helpers import TinyNet
 
 
@@ -186,3 +186,10 @@ def test_schedule_needs_a_fixed_phase():
     with pytest.raises(ValueError, match="needs at least one step"):
         SearchSchedule(4, 4, 8)
     assert [SearchSchedule(1, 2, 4).phase(s) for s in range(4)] == ["random", "search", "search", "fixed"]
+
+
+def test_branch_compute_auto_picks_the_form_measured_faster_on_the_backend():
+    assert jax.default_backend() == "cpu" and resolve_branch_compute("auto") == "dense"
+    assert resolve_branch_compute("cond") == "cond"
+    with pytest.raises(ValueError, match="unknown branch_compute 'fast'"):
+        resolve_branch_compute("fast")
