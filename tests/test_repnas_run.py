@@ -23,7 +23,7 @@ from nas_jax.repnas.run import build_task, search
 from nas_jax.repnas.task import fixed_phase_start
 from nas_jax.train import create_mesh, create_optimizer, create_train_state, default_config, load_config
 from nas_jax.train.config import apply_overrides
-from nas_jax.train.loop import example_batch, pipeline_from_config
+from nas_jax.train.loop import example_batch, pipeline_from_config, restore_run
 from nas_jax.train.metrics import read_metrics
 from repnas_helpers import TinyNet
 
@@ -160,6 +160,9 @@ def test_fixing_takes_the_noise_free_top_k_and_resets_bn_statistics(uninterrupte
     fix_step = task.schedule.fix_step
     assert steps_in(uninterrupted_workdir, "search_checkpoints")[-1] == fix_step
     assert steps_in(uninterrupted_workdir, "checkpoints") == [TOTAL_STEPS]
+    # `eval` / `fuse` would read the fixed phase's state as the whole supernet: refused
+    with pytest.raises(ValueError, match="is a RepNAS run"):
+        restore_run(uninterrupted_workdir)
 
 
 def steps_in(workdir, directory):

@@ -226,6 +226,10 @@ def restore_run(workdir: str, make_task: Optional[Callable[[ml_collections.Confi
     ``workdir`` (its config read from ``config.json``); ``make_task(config)`` builds the
     run's task (default: the ``ClassificationTask`` of ``config``)."""
     config = restore_config(workdir)
+    if make_task is None and "repnas" in config:
+        raise ValueError(f"{workdir} is a RepNAS run: its trained network is the fixed sub-network of its "
+                         "genotype.json, which `nas-jax repnas` already fused into deploy/ and evaluated in "
+                         "report.json; `eval` and `fuse` read runs of `nas-jax train`")
     task = (make_task(config) if make_task is not None
             else classification_task_from_config(config, pipeline_from_config(config, config.train_split).num_classes))
     restored = latest_checkpoint(config, workdir, task)
