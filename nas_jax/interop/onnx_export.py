@@ -19,16 +19,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nas_jax.models import MULTI_BRANCH_KINDS
 from nas_jax.rep.fuse import fuse_params
-
-MULTI_BRANCH_BLOCKS = ("dbb", "orepa", "repnas")
 
 
 def export_onnx(model, variables, path: str, input_shape: Sequence[int], seed: int = 0) -> dict:
     """Writes ``path`` (the model's deploy form); returns ``{"path", "input_shape",
     "relative_l2", "max_abs_diff"}`` of onnxruntime's output against JAX's (float32,
     highest matmul precision) on one input."""
-    if getattr(model, "block", "plain") in MULTI_BRANCH_BLOCKS:
+    if getattr(model, "block", "plain") in MULTI_BRANCH_KINDS:
         raise ValueError(f"the model still has {model.block} blocks: an ONNX export of the training-time "
                          "branches would cost several convs per layer. Fuse it first: "
                          "deploy_model, deploy_variables = nas_jax.fuse_params(model, variables) "

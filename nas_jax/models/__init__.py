@@ -6,7 +6,7 @@ import functools
 
 from nas_jax.models.at_widths import AtWidths
 from nas_jax.models.custom import CustomSpec, is_custom
-from nas_jax.models.conv_blocks import BLOCK_KINDS, BlockSpec, conv_block, is_searchable
+from nas_jax.models.conv_blocks import BLOCK_KINDS, MULTI_BRANCH_KINDS, BlockSpec, conv_block, is_searchable
 from nas_jax.models.mobilenet import MobileNetV1, MobileNetV2
 from nas_jax.models.repvgg import REPVGG_CONFIGS, RepVGG
 from nas_jax.models.resnet import ResNet
@@ -44,5 +44,5 @@ def create_model(name: str, **kwargs):
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "create_model", "AtWidths", "CustomSpec", "is_custom", "BLOCK_KINDS", "BlockSpec", "conv_block", "is_searchable",
+__all__ = ["MODELS", "create_model", "AtWidths", "CustomSpec", "is_custom", "BLOCK_KINDS", "MULTI_BRANCH_KINDS", "BlockSpec", "conv_block", "is_searchable",
            "ResNet", "MobileNetV1", "MobileNetV2", "RepVGG"]

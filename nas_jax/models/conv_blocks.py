@@ -2,9 +2,10 @@
 
 ``block`` kinds: ``plain`` (conv-BN), ``dbb`` (Diverse Branch Block where 1 < K < 7, the
 official rule), ``orepa`` (the DBB's branches collapsed into one kernel at every step,
-``nas_jax.rep.online``, same layers as ``dbb``), ``repnas`` (the RepNAS block for every 3x3 conv) and ``deploy`` (one conv
-with bias, what every kind fuses into). Every layer is created under the name the caller
-gives, so the four kinds of one model share their layer paths.
+``nas_jax.rep.online``, same layers as ``dbb``), ``repnas`` (the RepNAS block for every
+3x3 conv) and ``deploy`` (one conv with bias, what every kind fuses into). Every layer is
+created under the name the caller gives, so the five kinds of one model share their
+layer paths.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from nas_jax.rep.blocks import ConvBN, DeployConv, DiverseBranchBlock, RepNASBlo
 from nas_jax.rep.online import OnlineDBB
 
 BLOCK_KINDS = ("plain", "dbb", "orepa", "repnas", "deploy")
+MULTI_BRANCH_KINDS = ("dbb", "orepa", "repnas")  # the kinds that train with branches and fuse
 
 
 @dataclasses.dataclass(frozen=True)

@@ -249,8 +249,7 @@ class _OneByOneKxK(nn.Module):
     def fuse(self, variables, in_channels):
         params, stats, groups = variables["params"], variables["batch_stats"], self.groups
         if "idconv1" in params:
-            first = params["idconv1"]["kernel"] + T.identity_kernel(in_channels, 1, groups,
-                                                                    params["idconv1"]["kernel"].dtype)
+            first = T.identity_based(params["idconv1"]["kernel"], groups)
         else:
             first = params["conv1"]["kernel"]
         first = _fold(first, params["bn1"], stats["bn1"])
@@ -267,7 +266,7 @@ class _IdentityBased1x1(nn.Module):
     def __call__(self, x):
         c = x.shape[-1]
         w = self.param("kernel", nn.initializers.zeros, (1, 1, c // self.groups, c))
-        w = (w + T.identity_kernel(c, 1, self.groups, w.dtype)).astype(self.dtype or x.dtype)
+        w = T.identity_based(w, self.groups).astype(self.dtype or x.dtype)
         return jax.lax.conv_general_dilated(x.astype(w.dtype), w, (1, 1), "VALID",
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                             feature_group_count=self.groups)
@@ -361,9 +360,9 @@ class RepNASBlock(nn.Module):
         value); the identity and the ``conv3x3`` fallback of an empty layer are unscaled."""
         mask = self.static_mask if self.static_mask is not None else (True,) * len(PRIMITIVES)
         ops = self._ops(parent=None)
-        branches = [op for op, kept in zip(ops, mask) if kept]
-        weights = [branch_weights[i] for i in range(len(PRIMITIVES)) if mask[i]] if branch_weights is not None \
-            else [None] * len(branches)
+        kept = [i for i in range(len(PRIMITIVES)) if mask[i]]
+        branches = [ops[i] for i in kept]
+        weights = [None if branch_weights is None else branch_weights[i] for i in kept]
         if "skip_connect" in variables["params"]:
             branches.insert(0, _SkipBN(self.groups, self.dtype, name="skip_connect", parent=None))
             weights.insert(0, None)
@@ -427,5 +426,5 @@ class _Conv1x1Conv3x3(nn.Module):
         second = _fold_conv_bn(p["conv2"], s["conv2"])
         if "conv1" not in p:
             return second
-        first = p["conv1"]["kernel"] + T.identity_kernel(in_channels, 1, self.groups, p["conv1"]["kernel"].dtype)
+        first = T.identity_based(p["conv1"]["kernel"], self.groups)
         return T.merge_1x1_kxk(*_fold(first, p["bn1"], s["bn1"]), *second, self.groups)

@@ -92,7 +92,7 @@ class OnlineDBB(nn.Module):
             avg = T.merge_1x1_kxk(p["kernel"], jnp.zeros((c,), dtype), avg, jnp.zeros((c,), dtype), g)[0]
         kernel += avg * p["scale"]
         p = params["orepa_1x1_kxk"]
-        first = p["idconv1"] + T.identity_kernel(in_channels, 1, g, dtype) if "idconv1" in p else p["conv1"]
+        first = T.identity_based(p["idconv1"], g) if "idconv1" in p else p["conv1"]
         zeros = jnp.zeros((first.shape[-1],), dtype)
         second = T.merge_1x1_kxk(first, zeros, p["conv2"], jnp.zeros((c,), dtype), g)[0]
         return kernel + second * p["scale"]

@@ -53,6 +53,12 @@ def identity_kernel(channels: int, size: int, groups: int = 1, dtype=jnp.float32
     return pad_to_size(grouped_identity(channels, groups, dtype)[None, None], size)
 
 
+def identity_based(kernel_1x1, groups: int = 1):
+    """An identity-based 1x1 kernel [1, 1, C/groups, C]: the stored ``kernel_1x1`` plus the
+    identity, the kernel the conv really applies (DBB's ``IdentityBasedConv1x1``)."""
+    return kernel_1x1 + identity_kernel(kernel_1x1.shape[-1], 1, groups, kernel_1x1.dtype)
+
+
 def avg_pool_kernel(channels: int, size: int, groups: int = 1, dtype=jnp.float32):
     """A KxK average pool over each channel as a [K, K, channels/groups, channels] kernel.
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from nas_jax.common import compiler_options
 from nas_jax.data import Pipeline, create_pipeline
-from nas_jax.models import create_model, is_custom
+from nas_jax.models import MULTI_BRANCH_KINDS, create_model, is_custom
 from nas_jax.models.custom import CustomSpec
 from nas_jax.models.network import load_network
 from nas_jax.rep.from_plain import branches_from_plain
@@ -65,7 +65,7 @@ def classification_task_from_config(config, num_classes: int) -> ClassificationT
             raise ValueError(f"{config.init_from} holds user model {spec.target}; block={config.block!r} applies "
                              "to zoo models only")
         return ClassificationTask(model, config.label_smoothing, initial_variables=variables)
-    if config.block in ("dbb", "orepa", "repnas") and model.block == "plain":  # fine-tune with branches
+    if config.block in MULTI_BRANCH_KINDS and model.block == "plain":  # fine-tune with branches
         model = model.clone(block=config.block)
         variables = branches_from_plain(model, variables, input_shape=(1, spec.image_size, spec.image_size, 3))
     return ClassificationTask(model.clone(dtype=jnp.dtype(config.dtype)), config.label_smoothing,

@@ -23,12 +23,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from nas_jax.common import write_json_atomic
 from nas_jax.pruning.search.evaluate import CandidateEvaluator
 from nas_jax.pruning.search.history import History
 from nas_jax.pruning.search.searchers import Searcher
 from nas_jax.pruning.search.space import SearchSpace
 from nas_jax.pruning.widths import full_channels
-from nas_jax.common import write_json_atomic
 
 STATE_FILE, BEST_FILE = "state.json", "best.json"
 

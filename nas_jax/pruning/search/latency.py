@@ -34,10 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nas_jax.common import compiler_options
+from nas_jax.common import compiler_options, write_json_atomic
 from nas_jax.pruning.graph import IMAGE, Layer, LayerGraph
 from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels
-from nas_jax.common import write_json_atomic
 
 
 @dataclasses.dataclass
