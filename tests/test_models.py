@@ -17,7 +17,7 @@ def _kernel_shapes(params):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("block", ["dbb", "orepa", "repnas"])
+@pytest.mark.parametrize("block", ["dbb", "orepa", "repnas", "repnas_online"])
 def test_deploy_form_has_the_plain_structure(name, block):
     x = jax.ShapeDtypeStruct(X_SHAPE, jnp.float32)
     plain = create_model(name, block="plain", num_classes=7, width=0.25)
@@ -41,7 +41,7 @@ def test_deploy_form_has_the_plain_structure(name, block):
 
 @pytest.mark.parametrize("name,block", [("resnet18", "dbb"), ("resnet50", "repnas"), ("mobilenet_v1", "dbb"),
                                         ("mobilenet_v2", "repnas"), ("repvgg_a0", "repnas"), ("repvgg_b0", "dbb"),
-                                        ("mobilenet_v1", "orepa")])
+                                        ("mobilenet_v1", "orepa"), ("resnet18", "repnas_online")])
 def test_fused_model_equals_multi_branch_model(name, block):
     model = create_model(name, block=block, num_classes=5, width=0.125)
     x = jax.random.normal(jax.random.key(1), X_SHAPE)

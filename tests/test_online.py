@@ -1,15 +1,16 @@
-"""The online DBB (``block='orepa'``): its collapsed one-conv forward equals the four
-scaled linear branches computed one by one (float64, train and eval mode), it fuses
-exactly, and it starts from a plain network as the same function."""
+"""The online blocks (``block='orepa'``, ``'repnas_online'``): the collapsed one-conv forward
+equals the scaled linear branches computed one by one (float64, train and eval mode),
+each fuses exactly, and each starts from a plain network as the same function."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from helpers import as_float64, random_variables, rel_l2
 from nas_jax import create_model, fuse_params
 from nas_jax.rep.from_plain import branches_from_plain
-from nas_jax.rep.online import OnlineDBB
+from nas_jax.rep.online import ONLINE_PRIMITIVES, OnlineDBB, OnlineRepNASBlock
 from nas_jax.rep.transforms import BN_EPS
 from reference import conv2d
 from test_blocks import dbb_configs
@@ -55,33 +56,96 @@ def batch_norm(y, bn, mean, var):
     return (y - mean) / np.sqrt(var + BN_EPS) * np.asarray(bn["scale"]) + np.asarray(bn["bias"])
 
 
-@SETTINGS
-@given(dbb_configs(), st.integers(0, 2**31 - 1), st.integers(7, 12))
-def test_collapsed_conv_equals_the_branches_and_fuses_exactly(cfg, seed, size):
-    cin = cfg.pop("cin")
-    block = OnlineDBB(**cfg)
+def check_collapsed_block(block, cin, seed, size, reference, branch_weights=None):
+    """``block``'s forward (eval and train mode) equals ``reference(block, params, x)`` (the
+    pre-BN output, NumPy float64) then BN, and its fused conv equals it (float64)."""
     with jax.enable_x64(True):
         x = jax.random.normal(jax.random.key(seed % 1000), (2, size, size, cin), jnp.float64)
         v = as_float64(random_variables(block, x, seed))
         v["batch_stats"]["bn"]["var"] = jnp.abs(v["batch_stats"]["bn"]["var"]) + 0.5
-        pre_bn = branches_reference(block, v["params"], np.asarray(x))
+        extra = {} if branch_weights is None else {"branch_weights": {"w": jnp.asarray(branch_weights)}}
+        pre_bn = reference(block, v["params"], np.asarray(x))
         bn = v["params"]["bn"]
         expected = batch_norm(pre_bn, bn, np.asarray(v["batch_stats"]["bn"]["mean"]),
                               np.asarray(v["batch_stats"]["bn"]["var"]))
-        y = block.apply(v, x)
+        y = block.apply({**v, **extra}, x)
         assert y.dtype == jnp.float64 and rel_l2(y, expected) < 1e-12
         # train mode: the batch's statistics (biased variance), the same branches
-        y_train, _ = block.apply(v, x, train=True, mutable=["batch_stats"])
+        y_train, _ = block.apply({**v, **extra}, x, train=True, mutable=["batch_stats"])
         axes = (0, 1, 2)
         assert rel_l2(y_train, batch_norm(pre_bn, bn, pre_bn.mean(axes), pre_bn.var(axes))) < 1e-12
-        kernel, bias = block.fuse(v, cin)
+        kernel, bias = block.fuse(v, cin, **({} if branch_weights is None else {"branch_weights": branch_weights}))
         fused = conv2d(x, kernel, block.strides, kernel.shape[0] // 2, block.groups, bias=bias)
         assert rel_l2(fused, expected) < 1e-12
 
 
-def test_a_plain_network_carried_over_computes_the_same_function():
+@SETTINGS
+@given(dbb_configs(), st.integers(0, 2**31 - 1), st.integers(7, 12))
+def test_online_dbb_collapsed_conv_equals_the_branches_and_fuses_exactly(cfg, seed, size):
+    cin = cfg.pop("cin")
+    check_collapsed_block(OnlineDBB(**cfg), cin, seed, size, branches_reference)
+
+
+def repnas_branches_reference(block, params, x, weights):
+    """The online RepNAS block's pre-BN output: each primitive of its static mask run on the
+    feature map as the exact RepNAS block runs it (without the BatchNorms), scaled by its
+    scale vector and ``weights[i]``, summed with the scaled identity."""
+    s, g = block.strides, block.groups
+    mask = block.static_mask or (True,) * 6
+    if not any(mask) and "identity" not in params:
+        mask, weights = (False, False, True, False, False, False), np.ones(6)
+    outputs = [
+        lambda p: conv2d(x, p["kernel"], s, 0, g),
+        lambda p: avg_pool(np.pad(conv2d(x, p["kernel"], 1, 0, g), ((0, 0), (1, 1), (1, 1), (0, 0))), 3, s, 0),
+        lambda p: conv2d(x, p["kernel"], s, 1, g),
+        lambda p: (conv2d(conv2d(x, np.asarray(p["conv1"]) + grouped_identity_1x1(x.shape[-1], g), 1, 0, g),
+                          p["conv2"], 1, 1, g) if s == 1 else conv2d(x, p["conv2"], s, 1, g)),
+        lambda p: conv2d(x, p["kernel"], s, ((0, 0), (1, 1)), g),
+        lambda p: conv2d(x, p["kernel"], s, ((1, 1), (0, 0)), g),
+    ]
+    y = np.asarray(x, np.float64) * np.asarray(params["identity"]["scale"]) if "identity" in params else 0.0
+    for i, name in enumerate(ONLINE_PRIMITIVES):
+        if mask[i]:
+            y = y + outputs[i](params[name]) * np.asarray(params[name]["scale"]) * weights[i]
+    return y
+
+
+@st.composite
+def online_repnas_configs(draw):
+    stride = draw(st.sampled_from([1, 2]))
+    groups = draw(st.sampled_from([1, 2]))
+    cin = groups * draw(st.integers(1, 3))
+    features = draw(st.sampled_from([cin, groups * draw(st.integers(1, 3))]))
+    mask = draw(st.one_of(st.none(), st.tuples(*[st.booleans()] * 6)))
+    weights = draw(st.one_of(st.none(), st.lists(st.floats(-2, 2), min_size=6, max_size=6)))
+    return dict(cin=cin, features=features, strides=stride, groups=groups, static_mask=mask), weights
+
+
+@SETTINGS
+@given(online_repnas_configs(), st.integers(0, 2**31 - 1), st.integers(5, 9))
+def test_online_repnas_collapsed_conv_equals_the_branches_and_fuses_exactly(cfg_weights, seed, size):
+    cfg, weights = cfg_weights
+    cin = cfg.pop("cin")
+    block = OnlineRepNASBlock(**cfg)
+    reference_weights = np.ones(6) if weights is None else np.asarray(weights)
+    check_collapsed_block(block, cin, seed, size,
+                          lambda b, p, x: repnas_branches_reference(b, p, x, reference_weights), weights)
+
+
+def test_online_repnas_refuses_a_cond_mask():
+    block = OnlineRepNASBlock(4)
+    x = jnp.ones((1, 5, 5, 4))
+    v = block.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="kernel level"):
+        block.apply({**v, "branch_weights": {"w": jnp.ones(6), "mask": jnp.ones(6)}}, x)
+
+
+@pytest.mark.parametrize("block,branches", [
+    ("orepa", ("orepa_1x1", "orepa_avg", "orepa_1x1_kxk")),
+    ("repnas_online", ("conv1x1", "avgpool", "conv1x1_3x3", "conv1x3", "conv3x1"))])
+def test_a_plain_network_carried_over_computes_the_same_function(block, branches):
     plain = create_model("mobilenet_v1", block="plain", num_classes=5, width=0.25)
-    online = create_model("mobilenet_v1", block="orepa", num_classes=5, width=0.25)
+    online = create_model("mobilenet_v1", block=block, num_classes=5, width=0.25)
     x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
     plain_v = random_variables(plain, x, seed=4, scale=0.2)
     plain_v["batch_stats"] = jax.tree.map(jnp.abs, plain_v["batch_stats"])
@@ -91,7 +155,7 @@ def test_a_plain_network_carried_over_computes_the_same_function():
         grads = jax.grad(lambda p: online.apply({**v, "params": p}, x, train=True,
                                                 mutable=["batch_stats"])[0].sum())(v["params"])
     # the other branches add nothing yet, but learn: their scales get gradients
-    for branch in ("orepa_1x1", "orepa_avg", "orepa_1x1_kxk"):
+    for branch in branches:
         assert float(jnp.abs(grads["conv1"][branch]["scale"]).sum()) > 0
     deploy, deploy_v = fuse_params(online, v, input_shape=x.shape)
     assert rel_l2(jax.jit(deploy.apply)(deploy_v, x), jax.jit(plain.apply)(plain_v, x)) < 1e-5

@@ -165,6 +165,21 @@ def test_fixing_takes_the_noise_free_top_k_and_resets_bn_statistics(uninterrupte
         restore_run(uninterrupted_workdir)
 
 
+def test_online_supernet_searches_through_the_collapsed_kernel_and_fuses_exactly(tmp_path):
+    """block='repnas_online': the alphas learn through the kernel-level mask, the fixed
+    sub-network trains as online blocks and its fused form gives the same predictions."""
+    config = tiny_config()
+    config.block = "repnas_online"
+    report = search(config, str(tmp_path), model=TinyNet(block="repnas_online"), progress_bar=False)
+    genotype, _, deploy, losses = outputs(str(tmp_path))
+    assert sorted(losses) == list(range(1, TOTAL_STEPS + 1)) and np.isfinite(list(losses.values())).all()
+    assert np.abs(np.array([row["alphas"] for row in genotype["layers"]])).max() > 0
+    assert report["kept_branches"] == int(3 * 6 * 0.5)
+    assert report["fused_vs_supernet_max_abs_logit_diff"] < 1e-4
+    assert report["fused_test_accuracy"] == report["supernet_test_accuracy"]
+    assert sorted(deploy["params"]["conv2"]) == ["conv"]
+
+
 def steps_in(workdir, directory):
     return sorted(int(s) for s in os.listdir(os.path.join(workdir, directory)) if s.isdigit())
 
@@ -176,6 +191,8 @@ def steps_in(workdir, directory):
     (["--config.repnas.budget=cost", "--config.repnas.kept_ratio=0.01"], "less than one branch per layer"),
     (["--config.repnas.per_layer_cap=1"], "do not fit under per_layer_cap"),
     (["--config.repnas.search_epochs=20.0"], "needs at least one step"),
+    (["--config.block=dbb"], "a RepNAS config needs block in"),
+    (["--config.block=repnas_online", "--config.repnas.branch_compute=cond"], "an online supernet"),
 ])
 def test_bad_settings_fail_before_training(tmp_path, capsys, overrides, message):
     config = os.path.join(REPO, "experiments", "configs", "repnas_digits.py")

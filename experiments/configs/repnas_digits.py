@@ -17,7 +17,7 @@ from nas_jax.repnas.config import repnas_section
 def get_config():
     c = default_config()
     c.model = "resnet18"  # zoo model (nas_jax.models.MODELS) or package.module:function
-    c.block = "repnas"  # plain | dbb | repnas | deploy
+    c.block = "repnas"  # repnas (the exact block) | repnas_online (collapsed into one conv every step)
     c.width = 0.25  # zoo width multiplier
     c.dataset = "digits"  # digits | cifar10 | imagenet2012 | synthetic
     c.train_split = "train"  # TFDS split read for training

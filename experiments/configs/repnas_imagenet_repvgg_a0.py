@@ -16,7 +16,7 @@ MODEL = "repvgg_a0"
 def get_config():
     c = default_config()
     c.model = MODEL  # zoo model (nas_jax.models.MODELS) or package.module:function
-    c.block = "repnas"  # plain | dbb | repnas | deploy
+    c.block = "repnas"  # repnas (the exact block) | repnas_online (collapsed into one conv every step)
     c.width = 1.0  # zoo width multiplier
     c.dtype = "bfloat16"  # compute dtype (parameters stay float32)
     c.dataset = "imagenet2012"  # digits | cifar10 | imagenet2012 | synthetic

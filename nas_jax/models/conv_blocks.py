@@ -3,9 +3,10 @@
 ``block`` kinds: ``plain`` (conv-BN), ``dbb`` (Diverse Branch Block where 1 < K < 7, the
 official rule), ``orepa`` (the DBB's branches collapsed into one kernel at every step,
 ``nas_jax.rep.online``, same layers as ``dbb``), ``repnas`` (the RepNAS block for every
-3x3 conv) and ``deploy`` (one conv with bias, what every kind fuses into). Every layer is
-created under the name the caller gives, so the five kinds of one model share their
-layer paths.
+3x3 conv), ``repnas_online`` (the RepNAS block's branches collapsed into one kernel at
+every step, same layers as ``repnas``) and ``deploy`` (one conv with bias, what every kind
+fuses into). Every layer is created under the name the caller gives, so the kinds of one
+model share their layer paths.
 """
 from __future__ import annotations
 
@@ -16,17 +17,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from nas_jax.rep.blocks import ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock
-from nas_jax.rep.online import OnlineDBB
+from nas_jax.rep.online import OnlineDBB, OnlineRepNASBlock
 
-BLOCK_KINDS = ("plain", "dbb", "orepa", "repnas", "deploy")
-MULTI_BRANCH_KINDS = ("dbb", "orepa", "repnas")  # the kinds that train with branches and fuse
+BLOCK_KINDS = ("plain", "dbb", "orepa", "repnas", "repnas_online", "deploy")
+MULTI_BRANCH_KINDS = ("dbb", "orepa", "repnas", "repnas_online")  # the kinds that train with branches and fuse
 
 
 @dataclasses.dataclass(frozen=True)
 class BlockSpec:
     """Which block a model's conv-BN layers become.
 
-    branch_mask: for ``repnas``, ``(("path/of/layer", (bool,) * 6), ...)`` fixes which
+    branch_mask: for ``repnas`` and ``repnas_online``, ``(("path/of/layer", (bool,) * 6), ...)`` fixes which
     primitives each RepNAS layer computes (a fixed sub-network); empty means all six.
     widths: ``(("path/of/layer", out_channels), ...)`` overrides the output width of the
     named layers (a pruned network); a depthwise layer takes its width from its input, so
@@ -57,7 +58,8 @@ class BlockSpec:
 
 def is_searchable(kind: str, kernel_size: int) -> bool:
     """Whether a KxK conv-BN becomes a multi-branch block under ``kind``."""
-    return (kind in ("dbb", "orepa") and 1 < kernel_size < 7) or (kind == "repnas" and kernel_size == 3)
+    return (kind in ("dbb", "orepa") and 1 < kernel_size < 7) or (kind in ("repnas", "repnas_online")
+                                                                   and kernel_size == 3)
 
 
 def conv_block(spec: BlockSpec, parent: nn.Module, features: int, kernel_size: int, strides: int = 1,
@@ -77,6 +79,8 @@ def conv_block(spec: BlockSpec, parent: nn.Module, features: int, kernel_size: i
         return OnlineDBB(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
     if spec.kind == "repnas" and is_searchable("repnas", kernel_size):
         return RepNASBlock(features, strides, groups, spec.static_mask(path), dtype=spec.dtype, name=name)
+    if spec.kind == "repnas_online" and is_searchable("repnas_online", kernel_size):
+        return OnlineRepNASBlock(features, strides, groups, spec.static_mask(path), dtype=spec.dtype, name=name)
     return ConvBN(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
 
 

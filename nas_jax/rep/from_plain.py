@@ -1,12 +1,12 @@
 """Start re-parameterized training from a trained plain network.
 
-``branches_from_plain(model, plain_variables)`` gives a DBB, online DBB or RepNAS zoo model variables
+``branches_from_plain(model, plain_variables)`` gives a DBB, RepNAS or online zoo model variables
 that compute exactly what the plain conv-BN network computes: each multi-branch block's
 KxK conv-BN branch (``dbb_origin``, RepNAS ``_ops_2``) carries the plain layer's conv and
 BatchNorm, and every other branch's output BatchNorm starts with scale 0 and bias 0, so it
 adds zero (in train and eval mode) while its gradient, through that scale, is not zero.
-An online DBB's KxK branch is named like the plain conv (``conv``, scale one), and its
-other branches' scale vectors start at zero.
+An online block's KxK branch is named like the plain conv (``conv``, scale one), and its
+other branches' scale vectors (the online RepNAS identity's too) start at zero.
 Layers that stay conv-BN and the classifier are copied. Pure: returns new variables.
 """
 from __future__ import annotations
@@ -23,11 +23,12 @@ OUTPUT_NORMS = {  # branch -> its output BatchNorm, whose scale and bias start a
     "_ops_0": ("bn",), "_ops_1": ("bn2",), "_ops_3": ("conv2", "bn"), "_ops_4": ("bn",), "_ops_5": ("bn",),
     "skip_connect": ("bn",),
     "orepa_1x1": (), "orepa_avg": (), "orepa_1x1_kxk": (),  # online DBB: the branch's scale vector
+    "conv1x1": (), "avgpool": (), "conv1x1_3x3": (), "conv1x3": (), "conv3x1": (), "identity": (),  # online RepNAS
 }
 
 
 def branches_from_plain(model, plain_variables: Mapping, rng=None, input_shape=(1, 224, 224, 3)) -> dict:
-    """``{'params', 'batch_stats'}`` of ``model`` (a ``block='dbb'``, ``'orepa'`` or ``'repnas'`` zoo
+    """``{'params', 'batch_stats'}`` of ``model`` (a ``block='dbb'``, ``'orepa'``, ``'repnas'`` or ``'repnas_online'`` zoo
     model) equal in function to ``plain_variables`` of the same model at ``block='plain'``."""
     rng = jax.random.key(0) if rng is None else rng
     initial = model.init(rng, jnp.zeros(input_shape, jnp.float32))

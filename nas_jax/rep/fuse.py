@@ -9,15 +9,15 @@ from flax import traverse_util
 import jax.numpy as jnp
 
 from nas_jax.rep.blocks import ConvBN, DiverseBranchBlock, RepNASBlock
-from nas_jax.rep.online import OnlineDBB
+from nas_jax.rep.online import OnlineDBB, OnlineRepNASBlock
 from nas_jax.rep.walk import intercept_modules
 
-FUSABLE = (ConvBN, DiverseBranchBlock, OnlineDBB, RepNASBlock)
+FUSABLE = (ConvBN, DiverseBranchBlock, OnlineDBB, RepNASBlock, OnlineRepNASBlock)
 
 
 def fused_kernels(model: nn.Module, variables, input_shape: Sequence[int] = (1, 64, 64, 3)):
     """``{layer path: {'conv': {'kernel', 'bias'}}}`` for every conv-BN / DBB / RepNAS block
-    of ``model`` (and every online DBB), computed from ``variables`` with pure kernel transforms.
+    of ``model`` (and every online DBB / RepNAS block), computed from ``variables`` with pure kernel transforms.
 
     The blocks are found by tracing the model once on a zero input of ``input_shape``
     (NHWC); under ``jax.jit`` that forward pass is dead code and is removed.
@@ -27,7 +27,7 @@ def fused_kernels(model: nn.Module, variables, input_shape: Sequence[int] = (1, 
     def fuse(module, call, x):
         own = dict(module.variables)
         extra = {}
-        if isinstance(module, RepNASBlock) and "branch_weights" in own:
+        if isinstance(module, (RepNASBlock, OnlineRepNASBlock)) and "branch_weights" in own:
             extra["branch_weights"] = own["branch_weights"]["w"]
         kernel, bias = module.fuse(own, x.shape[-1], **extra)
         fused[module.path] = {"conv": {"kernel": kernel, "bias": bias}}

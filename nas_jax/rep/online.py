@@ -1,15 +1,17 @@
-"""Online re-parameterization (OREPA, Hu et al., CVPR 2022) of the Diverse Branch Block.
+"""Online re-parameterization (OREPA, Hu et al., CVPR 2022): blocks whose linear
+branches end in a per-output-channel scale vector (OREPA's linear scaling layer) instead
+of a BatchNorm each, so the whole block is linear before its one BatchNorm. A training
+step collapses the branches into one KxK kernel (a few small einsums on the weights) and
+runs one conv and one BatchNorm: a plain network's cost, where the exact blocks run every
+branch on the feature maps. The branches still shape the optimisation (their products and
+sums are a different parameterisation of the same kernel), and each block fuses exactly:
+the collapsed kernel with its BatchNorm folded. Scales start at one.
 
-``OnlineDBB`` has the DBB's four linear branches (KxK; 1x1; 1x1 -> KxK average pool;
-1x1 -> KxK) but no BatchNorm inside them: each branch ends in a per-output-channel
-scale vector instead (OREPA's linear scaling layer), so the whole block is linear before
-its one BatchNorm. A training step therefore collapses the branches into one KxK kernel
-(a few small einsums on the weights) and runs one conv and one BatchNorm: a plain
-network's cost, where the DBB runs every branch on the feature maps. The branches still
-shape the optimisation (their products and sums are a different parameterisation of the
-same kernel), and the block fuses exactly: the collapsed kernel with its BatchNorm folded.
+Without a BatchNorm between a 1x1 conv and the KxK op after it, the zero padding of the
+KxK op is what the merged conv pads with, so every branch merges exactly (no BN-and-pad).
 
-Parameters of a block (``K = kernel_size``, ``g = groups``, kernels HWIO):
+``OnlineDBB`` (``block='orepa'``) has the DBB's four branches. Parameters of a block
+(``K = kernel_size``, ``g = groups``, kernels HWIO):
 
 * ``conv/kernel`` [K, K, in/g, out], ``conv/scale`` [out]: the KxK branch (named like a
   plain layer's conv, so ``branches_from_plain`` carries a plain layer over);
@@ -21,9 +23,17 @@ Parameters of a block (``K = kernel_size``, ``g = groups``, kernels HWIO):
   ``orepa_1x1_kxk/conv2`` [K, K, internal/g, out] and ``orepa_1x1_kxk/scale`` [out];
 * ``bn``: the block's BatchNorm.
 
-Without a BatchNorm between a 1x1 conv and the KxK op after it, the zero padding of the
-KxK op is what the merged conv pads with, so every branch merges exactly (no BN-and-pad).
-Scales start at one.
+``OnlineRepNASBlock`` (``block='repnas_online'``) has the RepNAS block's six primitives and
+its identity, each weighted by the search's branch weights at the kernel level. Parameters,
+in ``PRIMITIVES`` order (the 3x3 named ``conv``, as above):
+
+* ``conv1x1/kernel`` [1, 1, in/g, out]; ``avgpool/kernel`` [1, 1, in/g, out] (then a 3x3
+  average pool); ``conv/kernel`` [3, 3, in/g, out]; ``conv1x1_3x3/conv1`` [1, 1, in/g, in]
+  (identity-based, zero-initialised; stride 1 only) and ``conv1x1_3x3/conv2`` [3, 3, in/g,
+  out]; ``conv1x3/kernel`` [1, 3, in/g, out]; ``conv3x1/kernel`` [3, 1, in/g, out];
+* a ``scale`` [out] in each of those, and ``identity/scale`` [out] where the block has the
+  identity (stride 1, equal widths);
+* ``bn``: the block's BatchNorm.
 """
 from __future__ import annotations
 
@@ -50,6 +60,22 @@ class _BranchWeights(nn.Module):
                                     else nn.initializers.lecun_normal(), shape) for name, shape in self.shapes}
         weights["scale"] = self.param("scale", nn.initializers.ones, (self.features,))
         return weights
+
+
+def _collapsed_conv_bn(module, x, kernel, strides, padding, groups, train):
+    """One conv of ``x`` with the collapsed ``kernel`` (padding ``padding`` on both sides
+    of both axes), then ``module``'s BatchNorm ``bn``."""
+    dtype = module.dtype or jnp.promote_types(x.dtype, kernel.dtype)
+    y = jax.lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), (strides, strides),
+                                     ((padding, padding), (padding, padding)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+    return batch_norm(module.dtype)(y, use_running_average=not train)
+
+
+def _branch_params(module, branch_shapes):
+    """Creates (or reads) every branch's parameters: ``{branch: {name: array}}``."""
+    return {name: _BranchWeights(module.features, shapes, zero_init, name=name)()
+            for name, shapes, zero_init in branch_shapes}
 
 
 class OnlineDBB(nn.Module):
@@ -82,34 +108,106 @@ class OnlineDBB(nn.Module):
         k, g, c = self.kernel_size, self.groups, self.features
         origin = params["conv"]
         kernel = origin["kernel"] * origin["scale"]
-        dtype = kernel.dtype
         if "orepa_1x1" in params:
             p = params["orepa_1x1"]
             kernel += T.pad_to_size(p["kernel"] * p["scale"], k)
         p = params["orepa_avg"]
-        avg = T.avg_pool_kernel(c, k, g, dtype)
+        avg = T.avg_pool_kernel(c, k, g, kernel.dtype)
         if "kernel" in p:
-            avg = T.merge_1x1_kxk(p["kernel"], jnp.zeros((c,), dtype), avg, jnp.zeros((c,), dtype), g)[0]
+            avg = T.compose_1x1_kxk(p["kernel"], avg, g)
         kernel += avg * p["scale"]
         p = params["orepa_1x1_kxk"]
         first = T.identity_based(p["idconv1"], g) if "idconv1" in p else p["conv1"]
-        zeros = jnp.zeros((first.shape[-1],), dtype)
-        second = T.merge_1x1_kxk(first, zeros, p["conv2"], jnp.zeros((c,), dtype), g)[0]
-        return kernel + second * p["scale"]
+        return kernel + T.compose_1x1_kxk(first, p["conv2"], g) * p["scale"]
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        in_channels = x.shape[-1]
-        params = {name: _BranchWeights(self.features, shapes, zero_init, name=name)()
-                  for name, shapes, zero_init in self._branch_shapes(in_channels)}
-        kernel = self.collapsed_kernel(params, in_channels)
-        dtype = self.dtype or jnp.promote_types(x.dtype, kernel.dtype)
+        params = _branch_params(self, self._branch_shapes(x.shape[-1]))
+        kernel = self.collapsed_kernel(params, x.shape[-1])
         p = self.kernel_size // 2 if self.padding is None else self.padding
-        y = jax.lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), (self.strides, self.strides),
-                                         ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                         feature_group_count=self.groups)
-        return batch_norm(self.dtype)(y, use_running_average=not train)
+        return _collapsed_conv_bn(self, x, kernel, self.strides, p, self.groups, train)
 
     def fuse(self, variables, in_channels):
         kernel = self.collapsed_kernel(variables["params"], in_channels)
+        return T.fold_batchnorm(kernel, *bn_args(variables["params"]["bn"], variables["batch_stats"]["bn"]))
+
+
+ONLINE_PRIMITIVES = ("conv1x1", "avgpool", "conv", "conv1x1_3x3", "conv1x3", "conv3x1")  # PRIMITIVES order
+
+
+class OnlineRepNASBlock(nn.Module):
+    """The RepNAS block (``RepNASBlock``'s primitives, identity, ``static_mask`` and
+    ``branch_weights/w``) trained online: ``out = BN(conv3x3(x, K))`` with ``K = scale_id *
+    I + sum_i w_i * scale_i * K_i`` over the primitives of the static mask (see the module
+    doc). A branch weighted 0 adds nothing, so a search's per-step mask is a kernel-level
+    select: give the masked branches weight 0 (the search's ``dense`` form, which here
+    costs nothing extra); the ``branch_weights/mask`` of the per-branch ``cond`` form is
+    refused. With no branch left and no identity the block falls back to ``conv``,
+    unweighted.
+    """
+    features: int
+    strides: int = 1
+    groups: int = 1
+    static_mask: Optional[Tuple[bool, ...]] = None
+    dtype: Any = None
+
+    def _branch_shapes(self, in_channels):
+        """``(name, kernel shapes, zero-initialised names)`` of each branch, primitives
+        in ``ONLINE_PRIMITIVES`` order, then the identity where the block has one."""
+        g, c = self.groups, self.features
+        i = in_channels // g
+        mixed = (("conv1", (1, 1, i, in_channels)),) if self.strides == 1 else ()
+        branches = [("conv1x1", (("kernel", (1, 1, i, c)),), ()), ("avgpool", (("kernel", (1, 1, i, c)),), ()),
+                    ("conv", (("kernel", (3, 3, i, c)),), ()),
+                    ("conv1x1_3x3", mixed + (("conv2", (3, 3, i, c)),), ("conv1",)),
+                    ("conv1x3", (("kernel", (1, 3, i, c)),), ()), ("conv3x1", (("kernel", (3, 1, i, c)),), ())]
+        if self.strides == 1 and in_channels == c:
+            branches.append(("identity", (), ()))
+        return branches
+
+    def _primitive_kernel(self, params, name):
+        """Primitive ``name``'s scaled [3, 3, in/g, out] kernel."""
+        g, p = self.groups, params[name]
+        if name == "avgpool":
+            kernel = T.compose_1x1_kxk(p["kernel"], T.avg_pool_kernel(self.features, 3, g, p["scale"].dtype), g)
+        elif name == "conv1x1_3x3":
+            kernel = p["conv2"] if "conv1" not in p else T.compose_1x1_kxk(T.identity_based(p["conv1"], g),
+                                                                           p["conv2"], g)
+        else:
+            kernel = T.pad_to_size(p["kernel"], 3)
+        return kernel * p["scale"]
+
+    def collapsed_kernel(self, params, in_channels, branch_weights=None):
+        """The one [3, 3, in/g, out] kernel of the block's ``params``: the primitives of the
+        static mask, each scaled by its entry of ``branch_weights`` [6] (None: unscaled), and
+        the identity."""
+        mask = self.static_mask if self.static_mask is not None else (True,) * len(ONLINE_PRIMITIVES)
+        kept = [i for i, keep in enumerate(mask) if keep]
+        if not kept and "identity" not in params:
+            kept, branch_weights = [2], None
+        kernel = 0.0
+        for i in kept:
+            branch = self._primitive_kernel(params, ONLINE_PRIMITIVES[i])
+            kernel = kernel + (branch if branch_weights is None else branch * branch_weights[i])
+        if "identity" in params:
+            scale = params["identity"]["scale"]
+            kernel = kernel + T.identity_kernel(self.features, 3, self.groups, scale.dtype) * scale
+        return kernel
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if self.static_mask is not None and len(self.static_mask) != len(ONLINE_PRIMITIVES):
+            raise ValueError(f"static_mask needs {len(ONLINE_PRIMITIVES)} entries, got {self.static_mask}")
+        if self.has_variable("branch_weights", "mask"):
+            raise ValueError("the online RepNAS block applies a mask at the kernel level: give the masked "
+                             "branches weight 0 in branch_weights/w (branch_compute='dense'), not a "
+                             "branch_weights/mask")
+        params = _branch_params(self, self._branch_shapes(x.shape[-1]))
+        weights = self.get_variable("branch_weights", "w") if self.has_variable("branch_weights", "w") else None
+        kernel = self.collapsed_kernel(params, x.shape[-1], weights)
+        return _collapsed_conv_bn(self, x, kernel, self.strides, 1, self.groups, train)
+
+    def fuse(self, variables, in_channels, branch_weights=None):
+        """``branch_weights`` [6]: as ``RepNASBlock.fuse`` (default unscaled)."""
+        kernel = self.collapsed_kernel(variables["params"], in_channels, branch_weights)
         return T.fold_batchnorm(kernel, *bn_args(variables["params"]["bn"], variables["batch_stats"]["bn"]))

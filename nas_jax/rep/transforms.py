@@ -68,12 +68,12 @@ def avg_pool_kernel(channels: int, size: int, groups: int = 1, dtype=jnp.float32
     return jnp.broadcast_to(eye, (size, size) + eye.shape)
 
 
-def merge_1x1_kxk(kernel_1x1, bias_1x1, kernel_kxk, bias_kxk, groups: int = 1):
-    """Merges ``conv_kxk(conv_1x1(x) + b1) + b2`` into one KxK conv.
+def compose_1x1_kxk(kernel_1x1, kernel_kxk, groups: int = 1):
+    """The one [K1, K2, in/g, out] kernel of ``conv_kxk(conv_1x1(x))`` (no biases).
 
     kernel_1x1: [1, 1, in/g, mid]; kernel_kxk: [K1, K2, mid/g, out]; both with ``groups``
-    groups (depthwise included). Exact at the borders only if the intermediate map was
-    padded with ``b1`` (what BN-and-pad does). Returns ([K1, K2, in/g, out], [out]).
+    groups (depthwise included). Exact at the borders when the intermediate map was padded
+    with zeros, i.e. the KxK conv's own zero padding moves onto the composed conv.
     """
     in_per_group, mid = kernel_1x1.shape[2:]
     k1, k2, mid_per_group, out = kernel_kxk.shape
@@ -83,7 +83,17 @@ def merge_1x1_kxk(kernel_1x1, bias_1x1, kernel_kxk, bias_kxk, groups: int = 1):
             f"with {groups} groups")
     first = kernel_1x1[0, 0].reshape(in_per_group, groups, mid_per_group)
     second = kernel_kxk.reshape(k1, k2, mid_per_group, groups, out // groups)
-    kernel = jnp.einsum("igm,hwmgo->hwigo", first, second).reshape(k1, k2, in_per_group, out)
+    return jnp.einsum("igm,hwmgo->hwigo", first, second).reshape(k1, k2, in_per_group, out)
+
+
+def merge_1x1_kxk(kernel_1x1, bias_1x1, kernel_kxk, bias_kxk, groups: int = 1):
+    """Merges ``conv_kxk(conv_1x1(x) + b1) + b2`` into one KxK conv (``compose_1x1_kxk``
+    and the biases). Exact at the borders only if the intermediate map was padded with
+    ``b1`` (what BN-and-pad does). Returns ([K1, K2, in/g, out], [out]).
+    """
+    kernel = compose_1x1_kxk(kernel_1x1, kernel_kxk, groups)
+    k1, k2, mid_per_group, out = kernel_kxk.shape
+    second = kernel_kxk.reshape(k1, k2, mid_per_group, groups, out // groups)
     bias = bias_kxk + jnp.einsum("hwmgo,gm->go", second,
                                  bias_1x1.reshape(groups, mid_per_group)).reshape(out)
     return kernel, bias

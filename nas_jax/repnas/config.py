@@ -1,6 +1,10 @@
 """The ``repnas`` section of a RepNAS experiment config (``c.repnas``), with the
 official defaults; the rest of the config is the training loop's
-(``nas_jax.train.config.default_config``)."""
+(``nas_jax.train.config.default_config``), where ``block`` picks the supernet's block:
+``'repnas'`` (the exact RepNAS block) or ``'repnas_online'`` (per-branch scale vectors
+instead of BatchNorms, the kept branches collapsed into one 3x3 conv every step, so the
+search and the fixed phase cost about a plain step: OREPA's idea applied to RepNAS, not
+the paper's method)."""
 from __future__ import annotations
 
 import ml_collections

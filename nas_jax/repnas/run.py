@@ -42,10 +42,14 @@ from nas_jax.train.step import create_mesh, data_sharding, replicated, shard_bat
 
 REPORT_FILE = "report.json"
 SEARCH_CHECKPOINT_DIR = "search_checkpoints"
+SUPERNET_BLOCKS = ("repnas", "repnas_online")
 
 
 def supernet_model(config, num_classes: int):
-    return create_model(config.model, block="repnas", num_classes=num_classes, width=config.width,
+    if config.block not in SUPERNET_BLOCKS:
+        raise ValueError(f"a RepNAS config needs block in {SUPERNET_BLOCKS} (the exact or the online RepNAS "
+                         f"block), got block={config.block!r}; set --config.block=repnas")
+    return create_model(config.model, block=config.block, num_classes=num_classes, width=config.width,
                         dtype=jnp.dtype(config.dtype))
 
 

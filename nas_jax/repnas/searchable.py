@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas_jax.rep.blocks import PRIMITIVES, RepNASBlock
+from nas_jax.rep.online import OnlineRepNASBlock
 from nas_jax.rep.walk import intercept_modules
 
 NUM_PRIMITIVES = len(PRIMITIVES)
@@ -56,7 +57,7 @@ class SearchableLayer:
 
 
 def find_searchable_layers(model: nn.Module, input_shape: Sequence[int]) -> Tuple[SearchableLayer, ...]:
-    """The RepNAS blocks of ``model`` (built with ``block='repnas'``) in the order the
+    """The RepNAS blocks of ``model`` (built with ``block='repnas'`` or ``'repnas_online'``) in the order the
     forward pass calls them, found by tracing ``model.init`` abstractly on an NHWC input
     of ``input_shape`` (nothing is computed).
 
@@ -69,12 +70,12 @@ def find_searchable_layers(model: nn.Module, input_shape: Sequence[int]) -> Tupl
                                      module.groups, tuple(x.shape[1:3])))
         return call(x)
 
-    with intercept_modules([(RepNASBlock, record)]):
+    with intercept_modules([((RepNASBlock, OnlineRepNASBlock), record)]):
         jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                        jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32))
     if not found:
         raise ValueError(f"{type(model).__name__} (block={getattr(model, 'block', None)!r}) has no RepNAS "
-                         f"searchable layer: RepNAS searches 3x3 conv-BN layers of a block='repnas' model")
+                         f"searchable layer: RepNAS searches 3x3 conv-BN layers of a block='repnas' (or 'repnas_online') model")
     return tuple(found)
 
 

@@ -41,12 +41,19 @@ from nas_jax.train.task import Task, cross_entropy
 BRANCH_COMPUTE = ("auto", "cond", "dense")
 
 
-def resolve_branch_compute(branch_compute: str) -> str:
+def resolve_branch_compute(branch_compute: str, online: bool = False) -> str:
     """``'auto'``: ``'dense'`` on the CPU (there the search step computing all six branches is
     3.45x faster than skipping the masked ones, ``experiments/bench_repnas_step.py``),
-    ``'cond'`` on accelerators (unmeasured; skipping saves the masked branches' FLOPs)."""
+    ``'cond'`` on accelerators (unmeasured; skipping saves the masked branches' FLOPs).
+    ``online`` (a ``block='repnas_online'`` supernet): always ``'dense'``, the mask is a
+    kernel-level select there and no branch runs on its own."""
     if branch_compute not in BRANCH_COMPUTE:
         raise ValueError(f"unknown branch_compute {branch_compute!r}; choose one of {BRANCH_COMPUTE}")
+    if online and branch_compute == "cond":
+        raise ValueError("branch_compute='cond' skips branches run one by one; an online supernet "
+                         "(block='repnas_online') runs one collapsed conv per layer: use 'auto' or 'dense'")
+    if online:
+        return "dense"
     if branch_compute == "auto":
         return "dense" if jax.default_backend() == "cpu" else "cond"
     return branch_compute
@@ -102,19 +109,19 @@ def reset_batch_stats(batch_stats):
 
 
 class RepNASTask(Task):
-    """``model``: a zoo model with ``block='repnas'``; ``layers``: its searchable layers
-    (``find_searchable_layers``), whose order is the alphas' row order.
+    """``model``: a zoo model with ``block='repnas'`` (or ``'repnas_online'``); ``layers``: its
+    searchable layers (``find_searchable_layers``), whose order is the alphas' row order.
 
     ``branch_compute``: ``'cond'`` runs each branch under ``nn.cond`` on its mask entry
     (masked branches are not computed); ``'dense'`` computes all six and scales the
-    masked ones by 0; ``'auto'`` picks per backend (``resolve_branch_compute``).
+    masked ones by 0; ``'auto'`` picks per backend and block (``resolve_branch_compute``).
     """
     trains_extra = True
 
     def __init__(self, model: nn.Module, layers: Sequence[SearchableLayer], budget: BranchBudget,
                  schedule: SearchSchedule, alpha_tx: optax.GradientTransformation,
                  branch_compute: str = "auto", label_smoothing: float = 0.0):
-        branch_compute = resolve_branch_compute(branch_compute)
+        branch_compute = resolve_branch_compute(branch_compute, getattr(model, "block", None) == "repnas_online")
         if budget.num_layers != len(layers):
             raise ValueError(f"budget for {budget.num_layers} layers, model has {len(layers)}")
         self.model, self.layers, self.budget, self.schedule = model, tuple(layers), budget, schedule

@@ -106,7 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.adam_b1, c.adam_b2 = 0.9, 0.999
     c.label_smoothing = 0.0
     # fine-tune: a network directory (`nas-jax prune export` / `nas-jax import`; replaces
-    # model/width); block dbb, orepa or repnas turns a plain network's layers into branches
+    # model/width); block dbb, orepa, repnas or repnas_online turns a plain network's layers into branches
     # that start as the same function
     c.init_from = ""
     c.seed = 0
