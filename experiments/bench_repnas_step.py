@@ -3,10 +3,11 @@ backbone, in one run (same machine, same batch, the loop's own compiled steps).
 
 Rows: the RepNAS search step with masked branches skipped (``nn.cond`` per branch) and
 with all six branches computed and scaled by the mask (``dense``); the fixed sub-network's
-step (a static mask); the DBB, online DBB (``orepa``) and plain train steps
-(``nas_jax.train.bench``). Prints a
-markdown table and the ratios, and writes it to ``--out`` (none if empty); ``--json``
-also prints one JSON line (``search_images_per_s``: the faster search form,
+step (a static mask); the same two steps with the online RepNAS block
+(``block='repnas_online'``: the kept branches collapsed into one conv); the DBB, online DBB
+(``orepa``) and plain train steps (``nas_jax.train.bench``). Prints a markdown table and
+the ratios, and writes it to ``--out`` (none if empty); ``--json`` also prints one JSON
+line (``search_images_per_s``: the faster exact search form, ``online_search_images_per_s``,
 ``dbb_images_per_s``, ``plain_images_per_s``, every row and the settings), the form
 ``experiments/bench_gpu.sh`` collects.
 
@@ -36,11 +37,12 @@ from nas_jax.train.step import create_mesh, create_train_state, jit_train_step, 
 from nas_jax.train.task import ClassificationTask
 
 
-def repnas_step(args, branch_compute: str, fixed: bool) -> dict:
-    """Compile and time the RepNAS train step: the search phase (mask resampled every
-    step) or, with ``fixed``, the fixed sub-network of a random top-k mask."""
+def repnas_step(args, branch_compute: str, fixed: bool, block: str = "repnas") -> dict:
+    """Compile and time the RepNAS train step of a ``block`` supernet: the search phase
+    (mask resampled every step) or, with ``fixed``, the fixed sub-network of a random
+    top-k mask."""
     mesh = create_mesh()
-    model = create_model(args.model, block="repnas", num_classes=10, width=args.width)
+    model = create_model(args.model, block=block, num_classes=10, width=args.width)
     layers = find_searchable_layers(model, (1, args.res, args.res, 3))
     budget = BranchBudget(len(layers), args.kept_ratio)
     task = RepNASTask(model, layers, budget, SearchSchedule(0, 10 ** 6, 10 ** 6 + 1), alpha_optimizer(),
@@ -84,13 +86,16 @@ def main() -> None:
         "RepNAS search, masked branches skipped (cond)": repnas_step(args, "cond", fixed=False),
         "RepNAS search, all six computed x mask (dense)": repnas_step(args, "dense", fixed=False),
         "RepNAS fixed sub-network (static mask)": repnas_step(args, "cond", fixed=True),
+        "online RepNAS search (kernel-level mask)": repnas_step(args, "auto", False, "repnas_online"),
+        "online RepNAS fixed sub-network": repnas_step(args, "auto", True, "repnas_online"),
     }
     for block in ("dbb", "orepa", "plain"):
         rows[f"{block.upper() if block != 'plain' else block} train step"] = benchmark(
             "train", args.model, block, args.batch, args.res, args.steps, "float32", 10, args.width)
     cond, dense = rows["RepNAS search, masked branches skipped (cond)"], rows[
         "RepNAS search, all six computed x mask (dense)"]
-    dbb = rows["DBB train step"]
+    dbb, plain = rows["DBB train step"], rows["plain train step"]
+    online_search = rows["online RepNAS search (kernel-level mask)"]
     device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
     lines = [f"# RepNAS search step vs DBB / plain ({args.model} width {args.width}, batch {args.batch}, "
              f"{args.res}px, float32, {device}, kept_ratio {args.kept_ratio}, {args.steps} timed steps)", "",
@@ -100,8 +105,13 @@ def main() -> None:
     lines += ["", f"- search step time, cond / dense: {cond['step_ms'] / dense['step_ms']:.2f}",
               f"- search step time, cond / DBB: {cond['step_ms'] / dbb['step_ms']:.2f}",
               f"- search step time, dense / DBB: {dense['step_ms'] / dbb['step_ms']:.2f}",
-              f"- images/s over plain: DBB {dbb['images_per_s'] / rows['plain train step']['images_per_s']:.2f}, "
-              f"online DBB (OREPA) {rows['OREPA train step']['images_per_s'] / rows['plain train step']['images_per_s']:.2f}"]
+              f"- online search step time / DBB: {online_search['step_ms'] / dbb['step_ms']:.2f}",
+              "- images/s over plain: " + ", ".join(
+                  f"{name} {rows[row]['images_per_s'] / plain['images_per_s']:.2f}" for name, row in (
+                      ("DBB", "DBB train step"), ("online DBB (OREPA)", "OREPA train step"),
+                      ("RepNAS search (dense)", "RepNAS search, all six computed x mask (dense)"),
+                      ("online RepNAS search", "online RepNAS search (kernel-level mask)"),
+                      ("online RepNAS fixed", "online RepNAS fixed sub-network")))]
     if args.out:
         write_results(args.out, "\n".join(lines) + "\n", {"args": vars(args), "device": device, "rows": rows})
     else:
@@ -110,7 +120,8 @@ def main() -> None:
         search = max((cond, "cond"), (dense, "dense"), key=lambda r: r[0]["images_per_s"])
         print(json.dumps({
             "benchmark": "repnas_step", "search_images_per_s": search[0]["images_per_s"], "search_form": search[1],
-            "dbb_images_per_s": dbb["images_per_s"], "plain_images_per_s": rows["plain train step"]["images_per_s"],
+            "online_search_images_per_s": online_search["images_per_s"],
+            "dbb_images_per_s": dbb["images_per_s"], "plain_images_per_s": plain["images_per_s"],
             "orepa_images_per_s": rows["OREPA train step"]["images_per_s"],
             "search_over_dbb": search[0]["images_per_s"] / dbb["images_per_s"], "device": device,
             "settings": {k: v for k, v in vars(args).items() if k not in ("out", "json")},

@@ -88,15 +88,26 @@ def test_merge_1x1_kxk_rejects_mismatched_widths():
        st.sampled_from([1, 2]))
 def test_avg_pool_and_identity_kernels(seed, channels_groups, k, stride):
     c, groups = channels_groups
-    x = _rng(seed).normal(size=(1, 9, 9, c))
-    padded = np.pad(x, ((0, 0), (k // 2,) * 2, (k // 2,) * 2, (0, 0)))
-    size = (9 + 2 * (k // 2) - k) // stride + 1
-    pooled = np.stack([np.stack([padded[0, i * stride:i * stride + k, j * stride:j * stride + k].mean(axis=(0, 1))
-                                 for j in range(size)]) for i in range(size)])[None]
+    r = _rng(seed)
+    x = r.normal(size=(1, 9, 9, c))
     with jax.enable_x64(True):
         pool_kernel = T.avg_pool_kernel(c, k, groups, dtype=jnp.float64)
-    assert rel_l2(conv2d(x, pool_kernel, strides=stride, padding=k // 2, groups=groups), pooled) < 1e-12
+    assert rel_l2(conv2d(x, pool_kernel, strides=stride, padding=k // 2, groups=groups), _avg_pool(x, k, stride)) < 1e-12
     assert rel_l2(conv2d(x, T.identity_kernel(c, k, groups), padding=k // 2, groups=groups), x) < 1e-12
+    # a grouped 1x1 conv (to 2c channels) then the pool, as one kernel
+    k1 = r.normal(size=(1, 1, c // groups, 2 * c))
+    with jax.enable_x64(True):
+        composed = T.compose_1x1_avg(jnp.asarray(k1), k)
+    expected = _avg_pool(conv2d(x, k1, groups=groups), k, stride)
+    assert rel_l2(conv2d(x, composed, strides=stride, padding=k // 2, groups=groups), expected) < 1e-12
+
+
+def _avg_pool(x, k, stride):
+    """A KxK average pool of ``x`` [1, 9, 9, C] zero-padded by K // 2, counting the padding."""
+    padded = np.pad(x, ((0, 0), (k // 2,) * 2, (k // 2,) * 2, (0, 0)))
+    size = (9 + 2 * (k // 2) - k) // stride + 1
+    return np.stack([np.stack([padded[0, i * stride:i * stride + k, j * stride:j * stride + k].mean(axis=(0, 1))
+                               for j in range(size)]) for i in range(size)])[None]
 
 
 def test_grouped_identity_rejects_uneven_groups():

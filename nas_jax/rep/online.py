@@ -112,9 +112,7 @@ class OnlineDBB(nn.Module):
             p = params["orepa_1x1"]
             kernel += T.pad_to_size(p["kernel"] * p["scale"], k)
         p = params["orepa_avg"]
-        avg = T.avg_pool_kernel(c, k, g, kernel.dtype)
-        if "kernel" in p:
-            avg = T.compose_1x1_kxk(p["kernel"], avg, g)
+        avg = T.compose_1x1_avg(p["kernel"], k) if "kernel" in p else T.avg_pool_kernel(c, k, g, kernel.dtype)
         kernel += avg * p["scale"]
         p = params["orepa_1x1_kxk"]
         first = T.identity_based(p["idconv1"], g) if "idconv1" in p else p["conv1"]
@@ -169,7 +167,7 @@ class OnlineRepNASBlock(nn.Module):
         """Primitive ``name``'s scaled [3, 3, in/g, out] kernel."""
         g, p = self.groups, params[name]
         if name == "avgpool":
-            kernel = T.compose_1x1_kxk(p["kernel"], T.avg_pool_kernel(self.features, 3, g, p["scale"].dtype), g)
+            kernel = T.compose_1x1_avg(p["kernel"], 3)
         elif name == "conv1x1_3x3":
             kernel = p["conv2"] if "conv1" not in p else T.compose_1x1_kxk(T.identity_based(p["conv1"], g),
                                                                            p["conv2"], g)

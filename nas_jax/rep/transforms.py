@@ -86,6 +86,13 @@ def compose_1x1_kxk(kernel_1x1, kernel_kxk, groups: int = 1):
     return jnp.einsum("igm,hwmgo->hwigo", first, second).reshape(k1, k2, in_per_group, out)
 
 
+def compose_1x1_avg(kernel_1x1, size: int):
+    """The one [K, K, in/g, out] kernel of a 1x1 conv ``kernel_1x1`` [1, 1, in/g, out] then
+    a KxK average pool counting zero padding: ``kernel_1x1 / K^2`` at every tap, at any
+    grouping (``compose_1x1_kxk`` with ``avg_pool_kernel``, without its dense product)."""
+    return jnp.broadcast_to(kernel_1x1 / (size * size), (size, size) + kernel_1x1.shape[2:])
+
+
 def merge_1x1_kxk(kernel_1x1, bias_1x1, kernel_kxk, bias_kxk, groups: int = 1):
     """Merges ``conv_kxk(conv_1x1(x) + b1) + b2`` into one KxK conv (``compose_1x1_kxk``
     and the biases). Exact at the borders only if the intermediate map was padded with
