@@ -1,6 +1,8 @@
 """The online blocks (``block='orepa'``, ``'repnas_online'``): the collapsed one-conv forward
 equals the scaled linear branches computed one by one (float64, train and eval mode),
 each fuses exactly, and each starts from a plain network as the same function."""
+from unittest import mock
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 from helpers import as_float64, random_variables, rel_l2
 from nas_jax import create_model, fuse_params
 from nas_jax.rep.from_plain import branches_from_plain
+from nas_jax.rep import online
 from nas_jax.rep.online import ONLINE_PRIMITIVES, OnlineDBB, OnlineRepNASBlock
 from nas_jax.rep.transforms import BN_EPS
 from reference import conv2d
@@ -80,10 +83,12 @@ def check_collapsed_block(block, cin, seed, size, reference, branch_weights=None
 
 
 @SETTINGS
-@given(dbb_configs(), st.integers(0, 2**31 - 1), st.integers(7, 12))
-def test_online_dbb_collapsed_conv_equals_the_branches_and_fuses_exactly(cfg, seed, size):
+@given(dbb_configs(), st.integers(0, 2**31 - 1), st.integers(7, 12), st.booleans())
+def test_online_dbb_collapsed_conv_equals_the_branches_and_fuses_exactly(cfg, seed, size, on_weights):
+    """Both forms of the 1x1-KxK chain: composed into the kernel, or run on the map."""
     cin = cfg.pop("cin")
-    check_collapsed_block(OnlineDBB(**cfg), cin, seed, size, branches_reference)
+    with mock.patch.object(online, "compose_on_weights", lambda *args: on_weights):
+        check_collapsed_block(OnlineDBB(**cfg), cin, seed, size, branches_reference)
 
 
 def repnas_branches_reference(block, params, x, weights):
@@ -122,14 +127,27 @@ def online_repnas_configs(draw):
 
 
 @SETTINGS
-@given(online_repnas_configs(), st.integers(0, 2**31 - 1), st.integers(5, 9))
-def test_online_repnas_collapsed_conv_equals_the_branches_and_fuses_exactly(cfg_weights, seed, size):
+@given(online_repnas_configs(), st.integers(0, 2**31 - 1), st.integers(5, 9), st.booleans())
+def test_online_repnas_collapsed_conv_equals_the_branches_and_fuses_exactly(cfg_weights, seed, size, on_weights):
     cfg, weights = cfg_weights
     cin = cfg.pop("cin")
     block = OnlineRepNASBlock(**cfg)
     reference_weights = np.ones(6) if weights is None else np.asarray(weights)
-    check_collapsed_block(block, cin, seed, size,
-                          lambda b, p, x: repnas_branches_reference(b, p, x, reference_weights), weights)
+    with mock.patch.object(online, "compose_on_weights", lambda *args: on_weights):
+        check_collapsed_block(block, cin, seed, size,
+                              lambda b, p, x: repnas_branches_reference(b, p, x, reference_weights), weights)
+
+
+def test_the_chain_is_composed_on_the_weights_where_that_costs_less():
+    first, second = jnp.zeros((1, 1, 512, 512)), jnp.zeros((3, 3, 512, 512))
+    # a 512-wide layer on 2x2 maps of 32 images: composing (512^3 * 9) costs more than the maps
+    assert not online.compose_on_weights((first, second), 1, (2, 2), 1, 32 * jax.device_count())
+    # on 14x14 maps of 64 images, the other way round
+    assert online.compose_on_weights((first, second), 1, (14, 14), 1, 64 * jax.device_count())
+    # a 16-wide layer composes already on the 8x8 maps of 8 images, not on one 1x1 map
+    narrow = (first[..., :16, :16], second[..., :16, :16])
+    assert online.compose_on_weights(narrow, 1, (8, 8), 1, 8 * jax.device_count())
+    assert not online.compose_on_weights(narrow, 1, (1, 1), 1, 1)
 
 
 def test_online_repnas_refuses_a_cond_mask():

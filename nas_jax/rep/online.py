@@ -62,13 +62,46 @@ class _BranchWeights(nn.Module):
         return weights
 
 
-def _collapsed_conv_bn(module, x, kernel, strides, padding, groups, train):
-    """One conv of ``x`` with the collapsed ``kernel`` (padding ``padding`` on both sides
-    of both axes), then ``module``'s BatchNorm ``bn``."""
+def _conv(x, kernel, strides, padding, groups):
+    return jax.lax.conv_general_dilated(x, kernel, (strides, strides), ((padding, padding), (padding, padding)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+def compose_on_weights(chain, groups, input_hw, strides, batch) -> bool:
+    """Whether composing ``chain`` (``first`` [1, 1, in/g, mid], ``second`` [K, K, mid/g,
+    out]) into one kernel costs fewer multiply-adds than running it on the feature maps:
+    ``first`` on the ``input_hw`` map, ``second`` as extra input channels of the block's
+    conv. Per group, with ``P`` output and ``Q`` input positions of the per-device batch
+    (``batch`` split over all devices): composing costs ``i * m * K^2 * o``, the maps
+    ``Q * i * m + P * m * K^2 * o``, so the weights win once ``P`` exceeds about the
+    input width (large images, large batches) and lose on small maps of wide layers."""
+    first, second = chain
+    i, m = first.shape[2], second.shape[2]
+    k1, k2, o = second.shape[0], second.shape[1], second.shape[3] // groups
+    per_device = max(1, batch // jax.device_count())
+    q = per_device * input_hw[0] * input_hw[1]
+    p = per_device * ((input_hw[0] - 1) // strides + 1) * ((input_hw[1] - 1) // strides + 1)
+    return i * m * k1 * k2 * o <= q * i * m + p * m * k1 * k2 * o
+
+
+def _collapsed_conv_bn(module, x, kernel, chain, strides, padding, groups, train):
+    """``module``'s BatchNorm ``bn`` of ``conv(x, kernel + compose(*chain))`` (padding
+    ``padding`` on both sides of both axes; ``chain`` None: ``conv(x, kernel)``), computed as one conv: with the chain
+    composed into the kernel, or, where ``compose_on_weights`` says that costs more, with
+    ``first``'s output map as extra input channels (per group) and ``second`` as their
+    kernel rows. Both are the same linear map (the zero padding of ``second``'s input is
+    the conv's own)."""
     dtype = module.dtype or jnp.promote_types(x.dtype, kernel.dtype)
-    y = jax.lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), (strides, strides),
-                                     ((padding, padding), (padding, padding)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+    x = x.astype(dtype)
+    if chain is None or compose_on_weights(chain, groups, x.shape[1:3], strides, x.shape[0]):
+        kernel = kernel if chain is None else kernel + T.compose_1x1_kxk(*chain, groups)
+        return batch_norm(module.dtype)(_conv(x, kernel.astype(dtype), strides, padding, groups),
+                                        use_running_average=not train)
+    first, second = chain
+    hidden = _conv(x, first.astype(dtype), 1, 0, groups)
+    both = jnp.concatenate([x.reshape(*x.shape[:3], groups, -1), hidden.reshape(*hidden.shape[:3], groups, -1)],
+                           axis=-1).reshape(*x.shape[:3], -1)
+    y = _conv(both, jnp.concatenate([kernel, second], axis=2).astype(dtype), strides, padding, groups)
     return batch_norm(module.dtype)(y, use_running_average=not train)
 
 
@@ -102,9 +135,10 @@ class OnlineDBB(nn.Module):
                                            ("conv2", (k, k, internal // g, c))), ("idconv1",)))
         return branches
 
-    def collapsed_kernel(self, params, in_channels):
-        """The one [K, K, in/g, out] kernel the four scaled branches sum to (float32 or
-        the parameters' dtype), from the block's ``params``."""
+    def _kernel_and_chain(self, params):
+        """The summed [K, K, in/g, out] kernel of the KxK, 1x1 and average-pool branches,
+        and the 1x1-KxK branch as ``(first [1, 1, in/g, internal], second [K, K,
+        internal/g, out])`` with its scale in ``second``."""
         k, g, c = self.kernel_size, self.groups, self.features
         origin = params["conv"]
         kernel = origin["kernel"] * origin["scale"]
@@ -116,14 +150,20 @@ class OnlineDBB(nn.Module):
         kernel += avg * p["scale"]
         p = params["orepa_1x1_kxk"]
         first = T.identity_based(p["idconv1"], g) if "idconv1" in p else p["conv1"]
-        return kernel + T.compose_1x1_kxk(first, p["conv2"], g) * p["scale"]
+        return kernel, (first, p["conv2"] * p["scale"])
+
+    def collapsed_kernel(self, params, in_channels):
+        """The one [K, K, in/g, out] kernel the four scaled branches sum to (float32 or
+        the parameters' dtype), from the block's ``params``."""
+        kernel, chain = self._kernel_and_chain(params)
+        return kernel + T.compose_1x1_kxk(*chain, self.groups)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         params = _branch_params(self, self._branch_shapes(x.shape[-1]))
-        kernel = self.collapsed_kernel(params, x.shape[-1])
+        kernel, chain = self._kernel_and_chain(params)
         p = self.kernel_size // 2 if self.padding is None else self.padding
-        return _collapsed_conv_bn(self, x, kernel, self.strides, p, self.groups, train)
+        return _collapsed_conv_bn(self, x, kernel, chain, self.strides, p, self.groups, train)
 
     def fuse(self, variables, in_channels):
         kernel = self.collapsed_kernel(variables["params"], in_channels)
@@ -163,34 +203,40 @@ class OnlineRepNASBlock(nn.Module):
             branches.append(("identity", (), ()))
         return branches
 
-    def _primitive_kernel(self, params, name):
-        """Primitive ``name``'s scaled [3, 3, in/g, out] kernel."""
-        g, p = self.groups, params[name]
-        if name == "avgpool":
-            kernel = T.compose_1x1_avg(p["kernel"], 3)
-        elif name == "conv1x1_3x3":
-            kernel = p["conv2"] if "conv1" not in p else T.compose_1x1_kxk(T.identity_based(p["conv1"], g),
-                                                                           p["conv2"], g)
-        else:
-            kernel = T.pad_to_size(p["kernel"], 3)
-        return kernel * p["scale"]
+    def _kernel_and_chain(self, params, in_channels, branch_weights):
+        """The summed [3, 3, in/g, out] kernel of the identity and the primitives of the
+        static mask (each scaled by its scale vector and its entry of ``branch_weights``
+        [6], None: unscaled), and, at stride 1 where ``conv1x1_3x3`` is kept, that branch as
+        ``(first [1, 1, in/g, in], second [3, 3, in/g, out])`` (weights in ``second``), or None."""
+        g = self.groups
+        mask = self.static_mask if self.static_mask is not None else (True,) * len(ONLINE_PRIMITIVES)
+        kept = [i for i, keep in enumerate(mask) if keep]
+        if not kept and "identity" not in params:
+            kept, branch_weights = [2], None
+        dtype = params["conv"]["scale"].dtype
+        kernel, chain = jnp.zeros((3, 3, in_channels // g, self.features), dtype), None
+        if "identity" in params:
+            kernel += T.identity_kernel(self.features, 3, g, dtype) * params["identity"]["scale"]
+        for i in kept:
+            name = ONLINE_PRIMITIVES[i]
+            p = params[name]
+            scale = p["scale"] if branch_weights is None else p["scale"] * branch_weights[i]
+            if name == "conv1x1_3x3" and "conv1" in p:
+                chain = (T.identity_based(p["conv1"], g), p["conv2"] * scale)
+            elif name == "conv1x1_3x3":
+                kernel += p["conv2"] * scale
+            elif name == "avgpool":
+                kernel += T.compose_1x1_avg(p["kernel"], 3) * scale
+            else:
+                kernel += T.pad_to_size(p["kernel"], 3) * scale
+        return kernel, chain
 
     def collapsed_kernel(self, params, in_channels, branch_weights=None):
         """The one [3, 3, in/g, out] kernel of the block's ``params``: the primitives of the
         static mask, each scaled by its entry of ``branch_weights`` [6] (None: unscaled), and
         the identity."""
-        mask = self.static_mask if self.static_mask is not None else (True,) * len(ONLINE_PRIMITIVES)
-        kept = [i for i, keep in enumerate(mask) if keep]
-        if not kept and "identity" not in params:
-            kept, branch_weights = [2], None
-        kernel = 0.0
-        for i in kept:
-            branch = self._primitive_kernel(params, ONLINE_PRIMITIVES[i])
-            kernel = kernel + (branch if branch_weights is None else branch * branch_weights[i])
-        if "identity" in params:
-            scale = params["identity"]["scale"]
-            kernel = kernel + T.identity_kernel(self.features, 3, self.groups, scale.dtype) * scale
-        return kernel
+        kernel, chain = self._kernel_and_chain(params, in_channels, branch_weights)
+        return kernel if chain is None else kernel + T.compose_1x1_kxk(*chain, self.groups)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -202,8 +248,8 @@ class OnlineRepNASBlock(nn.Module):
                              "branch_weights/mask")
         params = _branch_params(self, self._branch_shapes(x.shape[-1]))
         weights = self.get_variable("branch_weights", "w") if self.has_variable("branch_weights", "w") else None
-        kernel = self.collapsed_kernel(params, x.shape[-1], weights)
-        return _collapsed_conv_bn(self, x, kernel, self.strides, 1, self.groups, train)
+        kernel, chain = self._kernel_and_chain(params, x.shape[-1], weights)
+        return _collapsed_conv_bn(self, x, kernel, chain, self.strides, 1, self.groups, train)
 
     def fuse(self, variables, in_channels, branch_weights=None):
         """``branch_weights`` [6]: as ``RepNASBlock.fuse`` (default unscaled)."""
