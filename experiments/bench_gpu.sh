@@ -23,4 +23,6 @@ bench -m nas_jax.cli bench infer --model resnet18 --block deploy --batch 256 --r
 bench experiments/bench_pruning.py --model mobilenet_v2 --batch 256 --image-size 224 --dtype bfloat16
 # the RepNAS search step against the DBB and plain steps of ResNet-18 (float32, batch 64, 224x224)
 bench experiments/bench_repnas_step.py --model resnet18 --width 1.0 --batch 64 --res 224 --out ""
+# the DBB layer as it is vs its input 1x1s as one conv (slower on the CPU: experiments/results/bench_dbb_forms.md)
+bench experiments/bench_dbb_forms.py --batch 256
 exit $failed

@@ -1,11 +1,12 @@
-"""The digits table: plain vs DBB vs online DBB (OREPA) vs RepNAS (kept_ratio 0.34), several seeds, the same
+"""The digits table: plain vs DBB vs online DBB (OREPA) vs RepNAS (kept_ratio 0.34) vs online RepNAS, several seeds, the same
 deploy network (ResNet-18 at width 0.25, one 3x3 conv per layer after fusion), the same
 training length, optimiser and data; test accuracy (mean +- std) and wall-clock.
 
 Plain, DBB and online DBB (``block='orepa'``) run ``nas-jax train`` with ``experiments/configs/train_digits.py`` set to
 the RepNAS config's length and optimiser settings, then ``nas-jax eval --split test``;
-RepNAS runs ``nas-jax repnas --config experiments/configs/repnas_digits.py`` and reads
-the fused network's test accuracy from its report. Each run is a separate process
+RepNAS runs ``nas-jax repnas --config experiments/configs/repnas_digits.py`` (online RepNAS:
+with ``--config.block=repnas_online``) and reads the fused network's test accuracy from its
+report. Each run is a separate process
 timed from start to end (compilation included; a persistent XLA cache under
 ``--workdir`` is shared by all runs, so the first seed of each method pays for most of
 its compilation). Writes ``experiments/results/repnas_digits.md`` (and ``.json``);
@@ -29,7 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "experiments", "configs")
 RESULTS = os.path.join(REPO, "experiments", "results")
 BLOCKS = {"plain": "plain", "DBB": "dbb", "OREPA": "orepa"}  # the baselines: method -> block
-METHODS = (*BLOCKS, "RepNAS")
+SUPERNETS = {"RepNAS": "repnas", "RepNAS-online": "repnas_online"}  # method -> supernet block
+METHODS = (*BLOCKS, *SUPERNETS)
 
 
 def _run(args, env) -> str:
@@ -62,10 +64,10 @@ def baseline(block: str, seed: int, workdir: str, env) -> dict:
     return {"test_accuracy": result["accuracy"], "wall_s": wall}
 
 
-def repnas(seed: int, workdir: str, env, kept_ratio: float) -> dict:
+def repnas(block: str, seed: int, workdir: str, env, kept_ratio: float) -> dict:
     start = time.perf_counter()
     _run(["repnas", "--config", os.path.join(CONFIGS, "repnas_digits.py"), "--workdir", workdir,
-          f"--config.seed={seed}", f"--config.repnas.kept_ratio={kept_ratio}"], env)
+          f"--config.seed={seed}", f"--config.repnas.kept_ratio={kept_ratio}", f"--config.block={block}"], env)
     wall = time.perf_counter() - start
     with open(os.path.join(workdir, "report.json")) as f:
         report = json.load(f)
@@ -83,14 +85,15 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(RESULTS, "repnas_digits.md"))
     args = parser.parse_args()
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(args.workdir, "xla_cache")}
-    runs = {(f"RepNAS ({args.kept_ratio})" if m == "RepNAS" else m): [] for m in args.methods}
+    runs = {(f"{m} ({args.kept_ratio})" if m in SUPERNETS else m): [] for m in args.methods}
     for seed in args.seeds:
         for name in runs:
-            workdir = os.path.join(args.workdir, f"{name.split()[0].lower()}_seed{seed}")
-            if name in BLOCKS:
-                result = baseline(BLOCKS[name], seed, workdir, env)
+            method = name.split()[0]
+            workdir = os.path.join(args.workdir, f"{method.lower()}_seed{seed}")
+            if method in BLOCKS:
+                result = baseline(BLOCKS[method], seed, workdir, env)
             else:
-                result = repnas(seed, workdir, env, args.kept_ratio)
+                result = repnas(SUPERNETS[method], seed, workdir, env, args.kept_ratio)
             runs[name].append(result)
             print(f"{name} seed {seed}: test accuracy {result['test_accuracy']:.4f}, wall {result['wall_s']:.0f} s",
                   flush=True)
@@ -105,12 +108,13 @@ def main() -> None:
         wall = [r["wall_s"] for r in results]
         per_seed = ", ".join(f"{100 * a:.2f}" for a in acc)
         lines.append(f"| {name} | {mean_std(acc, 100, 2)} | {mean_std(wall, 1, 0)} | {per_seed} |")
-    repnas_runs = runs.get(f"RepNAS ({args.kept_ratio})")
-    if repnas_runs:
-        rep = repnas_runs[0]
-        lines += ["", f"RepNAS keeps {rep['kept_branches']} of {rep['total_branches']} branches; deploy params "
-                  f"{rep['deploy_params']:,}; fused vs trained max |logit diff| "
-                  f"{max(r['fused_vs_supernet_max_abs_logit_diff'] for r in repnas_runs):.1e}."]
+    for method in SUPERNETS:
+        repnas_runs = runs.get(f"{method} ({args.kept_ratio})")
+        if repnas_runs:
+            rep = repnas_runs[0]
+            lines += ["", f"{method} keeps {rep['kept_branches']} of {rep['total_branches']} branches; deploy params "
+                      f"{rep['deploy_params']:,}; fused vs trained max |logit diff| "
+                      f"{max(r['fused_vs_supernet_max_abs_logit_diff'] for r in repnas_runs):.1e}."]
     lines += ["", "Wall-clock is the whole command (data, compilation, training, evaluation; RepNAS also fusion and "
               "report) on a shared 2-core CPU; a persistent XLA cache makes later seeds compile less."]
     write_results(args.out, "\n".join(lines) + "\n", {"seeds": args.seeds, "settings": settings, "runs": runs})
