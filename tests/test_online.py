@@ -170,8 +170,8 @@ def test_a_plain_network_carried_over_computes_the_same_function(block, branches
     v = branches_from_plain(online, plain_v, input_shape=x.shape)
     with jax.default_matmul_precision("highest"):
         assert rel_l2(jax.jit(online.apply)(v, x), jax.jit(plain.apply)(plain_v, x)) < 1e-5
-        grads = jax.grad(lambda p: online.apply({**v, "params": p}, x, train=True,
-                                                mutable=["batch_stats"])[0].sum())(v["params"])
+        grads = jax.jit(jax.grad(lambda p: online.apply({**v, "params": p}, x, train=True,
+                                                        mutable=["batch_stats"])[0].sum()))(v["params"])
     # the other branches add nothing yet, but learn: their scales get gradients
     for branch in branches:
         assert float(jnp.abs(grads["conv1"][branch]["scale"]).sum()) > 0

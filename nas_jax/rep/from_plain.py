@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from nas_jax.common import RUN_ONCE_COMPILER_OPTIONS
+
 CARRIERS = ("dbb_origin", "_ops_2")  # the branch that carries the plain conv-BN, DBB / RepNAS
 OUTPUT_NORMS = {  # branch -> its output BatchNorm, whose scale and bias start at zero
     "dbb_1x1": ("bn",), "dbb_avg": ("avgbn",), "dbb_1x1_kxk": ("bn2",),
@@ -31,7 +33,7 @@ def branches_from_plain(model, plain_variables: Mapping, rng=None, input_shape=(
     """``{'params', 'batch_stats'}`` of ``model`` (a ``block='dbb'``, ``'orepa'``, ``'repnas'`` or ``'repnas_online'`` zoo
     model) equal in function to ``plain_variables`` of the same model at ``block='plain'``."""
     rng = jax.random.key(0) if rng is None else rng
-    initial = model.init(rng, jnp.zeros(input_shape, jnp.float32))
+    initial = jax.jit(model.init, compiler_options=RUN_ONCE_COMPILER_OPTIONS)(rng, jnp.zeros(input_shape, jnp.float32))
     flat = {(c,) + p: v for c in ("params", "batch_stats") for p, v in traverse_util.flatten_dict(initial[c]).items()}
     plain = {(c,) + p: v for c in ("params", "batch_stats")
              for p, v in traverse_util.flatten_dict(plain_variables.get(c, {})).items()}
