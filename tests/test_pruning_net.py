@@ -281,3 +281,10 @@ def test_imagenet_pruning_configs_build_their_task_on_mock_data(name, model):
         assert len(task.grid.ratios) == 31 and task.configurations_per_step == 8
         with pytest.raises(ValueError, match="batch_size 100 does not split"):
             pruning_task(load_run_config(f"experiments/configs/{name}", overrides + ["--config.batch_size=100"]))
+
+
+def test_a_run_without_a_pruning_section_is_refused():
+    from nas_jax.pruning.workdir import pruning_task
+    from nas_jax.train.config import default_config
+    with pytest.raises(ValueError, match="not a pruning run"):
+        pruning_task(default_config())

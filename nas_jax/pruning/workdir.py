@@ -21,7 +21,7 @@ from nas_jax.pruning.masked import masked_apply
 from nas_jax.pruning.task import PruningTask, configuration_variables, evaluate_configuration
 from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels, load_widths, uniform_ratios
 from nas_jax.train.config import apply_overrides, load_config
-from nas_jax.train.loop import pipeline_from_config, restore_config, restore_run
+from nas_jax.train.loop import pipeline_from_config, restore_run
 
 
 def load_run_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -33,6 +33,9 @@ def load_run_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.
 
 def pruning_task(config) -> PruningTask:
     """The task of a run's config (the model at ``config.image_size``, or 32 if 0)."""
+    if "pruning" not in config:
+        raise ValueError("the run's config has no 'pruning' section: not a pruning run (`nas-jax prune train` "
+                         "writes those)")
     p = config.pruning
     num_classes = pipeline_from_config(config, config.train_split).num_classes
     spec = model_spec(config, num_classes)
@@ -81,8 +84,6 @@ def accuracy_by_width(config, task: PruningTask, params, train_data, eval_data) 
 def restore_params(workdir: str):
     """(config, task, PruningNet params) of the newest checkpoint of the pruning run in
     ``workdir``."""
-    if "pruning" not in restore_config(workdir):
-        raise ValueError(f"{workdir} holds a run that is not a pruning run")
     config, task, state, _ = restore_run(workdir, pruning_task)
     return config, task, state.params
 

@@ -210,10 +210,11 @@ def restore_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def latest_checkpoint(config: ml_collections.ConfigDict, workdir: str, task: Task,
-                      checkpoint_dir: str = CHECKPOINT_DIR) -> Optional[Restored]:
+                      checkpoint_dir: str = CHECKPOINT_DIR, train_data: Optional[Pipeline] = None) -> Optional[Restored]:
     """The newest readable checkpoint of ``task``'s run of ``config`` under
-    ``workdir/checkpoint_dir``, restored replicated over all devices; None if there is none."""
-    train_data = pipeline_from_config(config, config.train_split)
+    ``workdir/checkpoint_dir``, restored replicated over all devices; None if there is none.
+    ``train_data``: the run's training pipeline, when the caller has it already."""
+    train_data = train_data or pipeline_from_config(config, config.train_split)
     tx, _ = create_optimizer(config, total_steps(config, train_data))
     checkpointer = Checkpointer(os.path.join(workdir, checkpoint_dir), config.max_to_keep)
     restored = checkpointer.restore_latest(abstract_train_state(task, tx, example_batch(train_data), create_mesh()))
@@ -230,9 +231,10 @@ def restore_run(workdir: str, make_task: Optional[Callable[[ml_collections.Confi
         raise ValueError(f"{workdir} is a RepNAS run: its trained network is the fixed sub-network of its "
                          "genotype.json, which `nas-jax repnas` already fused into deploy/ and evaluated in "
                          "report.json; `eval` and `fuse` read runs of `nas-jax train`")
-    task = (make_task(config) if make_task is not None
-            else classification_task_from_config(config, pipeline_from_config(config, config.train_split).num_classes))
-    restored = latest_checkpoint(config, workdir, task)
+    train_data = pipeline_from_config(config, config.train_split)
+    task = make_task(config) if make_task is not None else classification_task_from_config(config,
+                                                                                          train_data.num_classes)
+    restored = latest_checkpoint(config, workdir, task, train_data=train_data)
     if restored is None:
         raise FileNotFoundError(f"no readable checkpoint under {os.path.join(workdir, CHECKPOINT_DIR)!r}")
     return config, task, restored.state, create_mesh()
