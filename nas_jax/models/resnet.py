@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from nas_jax.models.conv_blocks import BlockSpec, ZooModel, classify, conv_block
+from nas_jax.models.pooling import max_pool
 
 
 class BasicBlock(nn.Module):
@@ -59,7 +60,7 @@ class ResNetStem(nn.Module):
         x = nn.relu(conv_block(self.spec, self, self.features, 7, 2, name="conv1")(x, train))
         # padded by hand (-inf, as PyTorch's max pool pads): jax2onnx drops max_pool's own padding
         x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-        return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2))
+        return max_pool(x, 3, 2)
 
 
 class ResNet(ZooModel):
