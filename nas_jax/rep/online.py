@@ -67,6 +67,16 @@ def _conv(x, kernel, strides, padding, groups):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
 
 
+def _with_chain(kernel, chain, groups):
+    """``kernel`` plus the composed 1x1-KxK ``chain`` (``(first, second)``, or None)."""
+    return kernel if chain is None else kernel + T.compose_1x1_kxk(*chain, groups)
+
+
+def _fold_block_bn(kernel, variables):
+    """``(kernel, bias)`` of the collapsed ``kernel`` with the block's BatchNorm ``bn`` folded in."""
+    return T.fold_batchnorm(kernel, *bn_args(variables["params"]["bn"], variables["batch_stats"]["bn"]))
+
+
 def compose_on_weights(chain, groups, input_hw, strides, batch) -> bool:
     """Whether composing ``chain`` (``first`` [1, 1, in/g, mid], ``second`` [K, K, mid/g,
     out]) into one kernel costs fewer multiply-adds than running it on the feature maps:
@@ -86,22 +96,21 @@ def compose_on_weights(chain, groups, input_hw, strides, batch) -> bool:
 
 def _collapsed_conv_bn(module, x, kernel, chain, strides, padding, groups, train):
     """``module``'s BatchNorm ``bn`` of ``conv(x, kernel + compose(*chain))`` (padding
-    ``padding`` on both sides of both axes; ``chain`` None: ``conv(x, kernel)``), computed as one conv: with the chain
-    composed into the kernel, or, where ``compose_on_weights`` says that costs more, with
-    ``first``'s output map as extra input channels (per group) and ``second`` as their
-    kernel rows. Both are the same linear map (the zero padding of ``second``'s input is
-    the conv's own)."""
+    ``padding`` on both sides of both axes; ``chain`` None: ``conv(x, kernel)``), computed
+    as one conv: with the chain composed into the kernel, or, where ``compose_on_weights``
+    says that costs more, with ``first``'s output map as extra input channels (per group)
+    and ``second`` as their kernel rows. Both are the same linear map (the zero padding of
+    ``second``'s input is the conv's own)."""
     dtype = module.dtype or jnp.promote_types(x.dtype, kernel.dtype)
     x = x.astype(dtype)
     if chain is None or compose_on_weights(chain, groups, x.shape[1:3], strides, x.shape[0]):
-        kernel = kernel if chain is None else kernel + T.compose_1x1_kxk(*chain, groups)
-        return batch_norm(module.dtype)(_conv(x, kernel.astype(dtype), strides, padding, groups),
-                                        use_running_average=not train)
-    first, second = chain
-    hidden = _conv(x, first.astype(dtype), 1, 0, groups)
-    both = jnp.concatenate([x.reshape(*x.shape[:3], groups, -1), hidden.reshape(*hidden.shape[:3], groups, -1)],
-                           axis=-1).reshape(*x.shape[:3], -1)
-    y = _conv(both, jnp.concatenate([kernel, second], axis=2).astype(dtype), strides, padding, groups)
+        y = _conv(x, _with_chain(kernel, chain, groups).astype(dtype), strides, padding, groups)
+    else:
+        first, second = chain
+        hidden = _conv(x, first.astype(dtype), 1, 0, groups)
+        both = jnp.concatenate([x.reshape(*x.shape[:3], groups, -1), hidden.reshape(*hidden.shape[:3], groups, -1)],
+                               axis=-1).reshape(*x.shape[:3], -1)
+        y = _conv(both, jnp.concatenate([kernel, second], axis=2).astype(dtype), strides, padding, groups)
     return batch_norm(module.dtype)(y, use_running_average=not train)
 
 
@@ -155,8 +164,7 @@ class OnlineDBB(nn.Module):
     def collapsed_kernel(self, params, in_channels):
         """The one [K, K, in/g, out] kernel the four scaled branches sum to (float32 or
         the parameters' dtype), from the block's ``params``."""
-        kernel, chain = self._kernel_and_chain(params)
-        return kernel + T.compose_1x1_kxk(*chain, self.groups)
+        return _with_chain(*self._kernel_and_chain(params), self.groups)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -166,8 +174,7 @@ class OnlineDBB(nn.Module):
         return _collapsed_conv_bn(self, x, kernel, chain, self.strides, p, self.groups, train)
 
     def fuse(self, variables, in_channels):
-        kernel = self.collapsed_kernel(variables["params"], in_channels)
-        return T.fold_batchnorm(kernel, *bn_args(variables["params"]["bn"], variables["batch_stats"]["bn"]))
+        return _fold_block_bn(self.collapsed_kernel(variables["params"], in_channels), variables)
 
 
 ONLINE_PRIMITIVES = ("conv1x1", "avgpool", "conv", "conv1x1_3x3", "conv1x3", "conv3x1")  # PRIMITIVES order
@@ -235,8 +242,7 @@ class OnlineRepNASBlock(nn.Module):
         """The one [3, 3, in/g, out] kernel of the block's ``params``: the primitives of the
         static mask, each scaled by its entry of ``branch_weights`` [6] (None: unscaled), and
         the identity."""
-        kernel, chain = self._kernel_and_chain(params, in_channels, branch_weights)
-        return kernel if chain is None else kernel + T.compose_1x1_kxk(*chain, self.groups)
+        return _with_chain(*self._kernel_and_chain(params, in_channels, branch_weights), self.groups)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -253,5 +259,4 @@ class OnlineRepNASBlock(nn.Module):
 
     def fuse(self, variables, in_channels, branch_weights=None):
         """``branch_weights`` [6]: as ``RepNASBlock.fuse`` (default unscaled)."""
-        kernel = self.collapsed_kernel(variables["params"], in_channels, branch_weights)
-        return T.fold_batchnorm(kernel, *bn_args(variables["params"]["bn"], variables["batch_stats"]["bn"]))
+        return _fold_block_bn(self.collapsed_kernel(variables["params"], in_channels, branch_weights), variables)

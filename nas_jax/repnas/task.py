@@ -57,6 +57,8 @@ def resolve_branch_compute(branch_compute: str, online: bool = False) -> str:
     if branch_compute == "auto":
         return "dense" if jax.default_backend() == "cpu" else "cond"
     return branch_compute
+
+
 MASK_TRACE_SNAPSHOTS = 64
 
 

@@ -214,7 +214,8 @@ def latest_checkpoint(config: ml_collections.ConfigDict, workdir: str, task: Tas
     """The newest readable checkpoint of ``task``'s run of ``config`` under
     ``workdir/checkpoint_dir``, restored replicated over all devices; None if there is none.
     ``train_data``: the run's training pipeline, when the caller has it already."""
-    train_data = train_data or pipeline_from_config(config, config.train_split)
+    if train_data is None:
+        train_data = pipeline_from_config(config, config.train_split)
     tx, _ = create_optimizer(config, total_steps(config, train_data))
     checkpointer = Checkpointer(os.path.join(workdir, checkpoint_dir), config.max_to_keep)
     restored = checkpointer.restore_latest(abstract_train_state(task, tx, example_batch(train_data), create_mesh()))
