@@ -5,7 +5,9 @@ Rows: the RepNAS search step with masked branches skipped (``nn.cond`` per branc
 with all six branches computed and scaled by the mask (``dense``); the fixed sub-network's
 step (a static mask); the same two steps with the online RepNAS block
 (``block='repnas_online'``: the kept branches collapsed into one conv); the DBB, online DBB
-(``orepa``) and plain train steps (``nas_jax.train.bench``). Prints a markdown table and
+(``orepa``) and plain train steps (``nas_jax.train.bench``), each with its images/s and
+XLA's temporary buffers per device (the activations kept for the backward pass plus
+workspace, from the compiled program's memory analysis). Prints a markdown table and
 the ratios, and writes it to ``--out`` (none if empty); ``--json`` also prints one JSON
 line (``search_images_per_s``: the faster exact search form, ``online_search_images_per_s``,
 ``dbb_images_per_s``, ``plain_images_per_s``, every row and the settings), the form
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import jax
 import numpy as np
@@ -30,10 +31,10 @@ from nas_jax.models import create_model
 from nas_jax.repnas.searchable import find_searchable_layers
 from nas_jax.repnas.masks import BranchBudget, kept_mask
 from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
-from nas_jax.train.bench import benchmark
+from nas_jax.train.bench import benchmark, measure_train_step
 from nas_jax.train.config import default_config
 from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import create_mesh, create_train_state, jit_train_step, shard_batch, train_step_fn
+from nas_jax.train.step import create_mesh, create_train_state, shard_batch
 from nas_jax.train.task import ClassificationTask
 
 
@@ -56,18 +57,7 @@ def repnas_step(args, branch_compute: str, fixed: bool, block: str = "repnas") -
         mask = np.asarray(kept_mask(jax.random.normal(jax.random.key(1), (len(layers), 6)), budget)) > 0
         task = ClassificationTask(task.fixed_model(mask))
     state = create_train_state(task, tx, 0, {k: v[:1] for k, v in host.items()}, mesh)
-    key = jax.random.PRNGKey(0)
-    start = time.perf_counter()
-    step = jit_train_step(train_step_fn(task, tx), mesh, compiler_options(True)).lower(state, data, key).compile()
-    compile_s = time.perf_counter() - start
-    state = jax.block_until_ready(step(state, data, key)[0])
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        state = step(state, data, key)[0]
-    jax.block_until_ready(state)
-    seconds = time.perf_counter() - start
-    return {"images_per_s": args.batch * args.steps / seconds, "step_ms": 1000 * seconds / args.steps,
-            "compile_s": compile_s}
+    return measure_train_step(task, tx, state, data, mesh, args.steps, compiler_options(True))
 
 
 def main() -> None:
@@ -99,8 +89,8 @@ def main() -> None:
     device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
     lines = [f"# RepNAS search step vs DBB / plain ({args.model} width {args.width}, batch {args.batch}, "
              f"{args.res}px, float32, {device}, kept_ratio {args.kept_ratio}, {args.steps} timed steps)", "",
-             "| step | images/s | ms/step | compile s |", "| --- | --- | --- | --- |"]
-    lines += [f"| {name} | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | {r['compile_s']:.1f} |"
+             "| step | images/s | ms/step | XLA temp MB | compile s |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {r['images_per_s']:.1f} | {r['step_ms']:.1f} | {r['temp_mb']:.1f} | {r['compile_s']:.1f} |"
               for name, r in rows.items()]
     lines += ["", f"- search step time, cond / dense: {cond['step_ms'] / dense['step_ms']:.2f}",
               f"- search step time, cond / DBB: {cond['step_ms'] / dbb['step_ms']:.2f}",
@@ -111,7 +101,12 @@ def main() -> None:
                       ("DBB", "DBB train step"), ("online DBB (OREPA)", "OREPA train step"),
                       ("RepNAS search (dense)", "RepNAS search, all six computed x mask (dense)"),
                       ("online RepNAS search", "online RepNAS search (kernel-level mask)"),
-                      ("online RepNAS fixed", "online RepNAS fixed sub-network")))]
+                      ("online RepNAS fixed", "online RepNAS fixed sub-network"))),
+              "- XLA temp buffers over the exact form: " + ", ".join(
+                  f"{name} {rows[online]['temp_mb'] / rows[exact]['temp_mb']:.2f}" for name, online, exact in (
+                      ("online DBB / DBB", "OREPA train step", "DBB train step"),
+                      ("online RepNAS search / dense search", "online RepNAS search (kernel-level mask)",
+                       "RepNAS search, all six computed x mask (dense)")))]
     if args.out:
         write_results(args.out, "\n".join(lines) + "\n", {"args": vars(args), "device": device, "rows": rows})
     else:

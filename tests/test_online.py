@@ -13,6 +13,7 @@ from helpers import as_float64, random_variables, rel_l2
 from nas_jax import create_model, fuse_params
 from nas_jax.rep.from_plain import branches_from_plain
 from nas_jax.rep import online
+from nas_jax.rep.blocks import ConvBN, DiverseBranchBlock, RepNASBlock
 from nas_jax.rep.online import ONLINE_PRIMITIVES, OnlineDBB, OnlineRepNASBlock
 from nas_jax.rep.transforms import BN_EPS
 from reference import conv2d
@@ -148,6 +149,30 @@ def test_the_chain_is_composed_on_the_weights_where_that_costs_less():
     narrow = (first[..., :16, :16], second[..., :16, :16])
     assert online.compose_on_weights(narrow, 1, (8, 8), 1, 8 * jax.device_count())
     assert not online.compose_on_weights(narrow, 1, (1, 1), 1, 1)
+
+
+def backward_buffers_mb(block, x):
+    """XLA's temporary buffers (MB) for the parameter gradient of a train-mode loss on
+    ``block``: mostly what the forward keeps for the backward pass."""
+    v = block.init(jax.random.key(0), x, False)
+
+    def loss(params):
+        y, _ = block.apply({**v, "params": params}, x, True, mutable=["batch_stats"])
+        return jnp.sum(y * y)
+    return jax.jit(jax.grad(loss)).lower(v["params"]).compile().memory_analysis().temp_size_in_bytes / 2**20
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("exact,collapsed", [
+    (lambda c, s: DiverseBranchBlock(c, 3, s), lambda c, s: OnlineDBB(c, 3, s)),
+    (lambda c, s: RepNASBlock(c, s), lambda c, s: OnlineRepNASBlock(c, s))])
+def test_an_online_block_keeps_what_a_plain_conv_keeps_for_the_backward_pass(exact, collapsed, strides):
+    """One conv's maps, plus at most the 1x1 output of a chain run on the map (the online
+    RepNAS block at stride 2 here: 1.16x); the exact blocks keep every branch's maps."""
+    x = jnp.ones((16, 16, 16, 32))
+    plain = backward_buffers_mb(ConvBN(32, 3, strides), x)
+    assert backward_buffers_mb(collapsed(32, strides), x) < 1.25 * plain
+    assert backward_buffers_mb(exact(32, strides), x) > 3 * plain
 
 
 def test_online_repnas_refuses_a_cond_mask():

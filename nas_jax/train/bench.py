@@ -3,7 +3,9 @@
 ``benchmark(mode, model, block, batch, res, steps, dtype)`` -> a dict with
 ``images_per_s`` (timed steps only), ``compile_s`` (lowering + XLA compilation of the
 step), ``peak_mem_mb`` (the devices' ``peak_bytes_in_use`` where ``memory_stats`` has it,
-else the process's max RSS) and the settings. The train step is the loop's own
+else the process's max RSS), ``temp_mb`` (XLA's temporary buffers of the compiled program
+per device: what the step keeps for its backward pass plus workspace, known before it runs
+and the same on every backend that reports it) and the settings. The train step is the loop's own
 (``nas_jax.train.step``: SGD, sharded batch, donated state); inference is
 ``model.apply(v, x)`` in eval mode. ``block='deploy'`` builds the deploy network directly
 (the same shapes ``fuse_params`` gives for every trainable kind). ``cpu_skip_algsimp``:
@@ -38,6 +40,30 @@ def peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "host_max_rss"
 
 
+def compiled_temp_mb(compiled) -> float | None:
+    """Megabytes of temporary buffers XLA allocates per device for ``compiled`` (a
+    ``jax.stages.Compiled``), or None where the backend gives no memory analysis."""
+    stats = compiled.memory_analysis()
+    return None if stats is None else stats.temp_size_in_bytes / 2**20
+
+
+def measure_train_step(task, tx, state, data, mesh, steps: int, options: dict | None) -> dict:
+    """Compile the loop's train step for ``task`` (``nas_jax.train.step``) and time ``steps``
+    calls after one warm-up: ``images_per_s``, ``step_ms``, ``compile_s``, ``temp_mb``.
+    ``state`` is donated and consumed."""
+    key = jax.random.PRNGKey(0)
+    start = time.perf_counter()
+    step = jit_train_step(train_step_fn(task, tx), mesh, options).lower(state, data, key).compile()
+    compile_s = time.perf_counter() - start
+    seconds = _time(lambda s: step(s, data, key)[0], state, steps)
+    return _figures(data["label"].shape[0], steps, seconds, compile_s, step)
+
+
+def _figures(batch: int, steps: int, seconds: float, compile_s: float, compiled) -> dict:
+    return {"images_per_s": batch * steps / seconds, "step_ms": 1000 * seconds / steps, "compile_s": compile_s,
+            "temp_mb": compiled_temp_mb(compiled)}
+
+
 def _time(run, state, steps: int):
     """Seconds for ``steps`` calls of ``state = run(state)`` after one warm-up call."""
     state = jax.block_until_ready(run(state))
@@ -66,25 +92,19 @@ def benchmark(mode: str, model: str, block: str = "plain", batch: int = 32, res:
     data = shard_batch(host_batch, mesh)
     tx, _ = create_optimizer(default_config(), 1000)
     state = create_train_state(task, tx, 0, {k: v[:1] for k, v in host_batch.items()}, mesh)
-    key = jax.random.PRNGKey(0)
     options = compiler_options(cpu_skip_algsimp)
-
-    start = time.perf_counter()
     if mode == "train":
-        step = jit_train_step(train_step_fn(task, tx), mesh, options).lower(state, data, key).compile()
-        run = lambda s: step(s, data, key)[0]  # noqa: E731
-        carry = state
+        figures = measure_train_step(task, tx, state, data, mesh, steps, options)
     else:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
+        start = time.perf_counter()
         forward = jax.jit(lambda v, x: net.apply(v, x, train=False), out_shardings=replicated(mesh),
                           compiler_options=options)
         forward = forward.lower(variables, data["image"]).compile()
-        run = lambda logits: forward(variables, data["image"])  # noqa: E731
-        carry = None
-    compile_s = time.perf_counter() - start
-    seconds = _time(run, carry, steps)
+        compile_s = time.perf_counter() - start
+        seconds = _time(lambda logits: forward(variables, data["image"]), None, steps)
+        figures = _figures(batch, steps, seconds, compile_s, forward)
     peak, source = peak_memory_mb()
     return {"mode": mode, "model": model, "block": block, "batch": batch, "res": res, "steps": steps,
             "dtype": dtype, "width": width, "devices": mesh.size, "device_kind": jax.devices()[0].device_kind,
-            "cpu_skip_algsimp": options is not None, "images_per_s": batch * steps / seconds, "step_ms": 1000 * seconds / steps, "compile_s": compile_s,
-            "peak_mem_mb": peak, "peak_mem_source": source}
+            "cpu_skip_algsimp": options is not None, **figures, "peak_mem_mb": peak, "peak_mem_source": source}

@@ -37,5 +37,10 @@ def run(args) -> int:
         print(f"{args.mode} {args.model} ({args.block}, {args.dtype}, batch {args.batch}, {args.res}px, "
               f"{result['devices']} x {result['device_kind']}): {result['images_per_s']:.1f} images/s, "
               f"{result['step_ms']:.1f} ms/step, compile {result['compile_s']:.1f} s, "
+              f"XLA temp buffers {_mb(result['temp_mb'])} per device, "
               f"peak {result['peak_mem_mb']:.0f} MB ({result['peak_mem_source']})")
     return 0
+
+
+def _mb(megabytes) -> str:
+    return "n/a" if megabytes is None else f"{megabytes:.1f} MB"
