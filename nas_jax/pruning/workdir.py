@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -31,13 +31,15 @@ def load_run_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.
     return config
 
 
-def pruning_task(config) -> PruningTask:
-    """The task of a run's config (the model at ``config.image_size``, or 32 if 0)."""
+def pruning_task(config, num_classes: Optional[int] = None) -> PruningTask:
+    """The task of a run's config (the model at ``config.image_size``, or 32 if 0);
+    ``num_classes`` None: read from the config's training data."""
     if "pruning" not in config:
         raise ValueError("the run's config has no 'pruning' section: not a pruning run (`nas-jax prune train` "
                          "writes those)")
     p = config.pruning
-    num_classes = pipeline_from_config(config, config.train_split).num_classes
+    if num_classes is None:
+        num_classes = pipeline_from_config(config, config.train_split).num_classes
     spec = model_spec(config, num_classes)
     grid = WidthGrid.arange(p.grid_start, p.grid_stop, p.grid_step)
     parts = p.get("configurations_per_step", 1)

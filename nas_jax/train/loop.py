@@ -223,18 +223,18 @@ def latest_checkpoint(config: ml_collections.ConfigDict, workdir: str, task: Tas
     return restored
 
 
-def restore_run(workdir: str, make_task: Optional[Callable[[ml_collections.ConfigDict], Task]] = None):
+def restore_run(workdir: str, make_task: Optional[Callable[[ml_collections.ConfigDict, int], Task]] = None):
     """``(config, task, state, mesh)`` of the newest readable checkpoint of the run in
-    ``workdir`` (its config read from ``config.json``); ``make_task(config)`` builds the
-    run's task (default: the ``ClassificationTask`` of ``config``)."""
+    ``workdir`` (its config read from ``config.json``); ``make_task(config, num_classes)``
+    builds the run's task (default: the ``ClassificationTask`` of ``config``), given the
+    number of classes of its training data."""
     config = restore_config(workdir)
     if make_task is None and "repnas" in config:
         raise ValueError(f"{workdir} is a RepNAS run: its trained network is the fixed sub-network of its "
                          "genotype.json, which `nas-jax repnas` already fused into deploy/ and evaluated in "
                          "report.json; `eval` and `fuse` read runs of `nas-jax train`")
     train_data = pipeline_from_config(config, config.train_split)
-    task = make_task(config) if make_task is not None else classification_task_from_config(config,
-                                                                                          train_data.num_classes)
+    task = (make_task or classification_task_from_config)(config, train_data.num_classes)
     restored = latest_checkpoint(config, workdir, task, train_data=train_data)
     if restored is None:
         raise FileNotFoundError(f"no readable checkpoint under {os.path.join(workdir, CHECKPOINT_DIR)!r}")
