@@ -16,6 +16,7 @@ from nas_jax.rep import online
 from nas_jax.rep.blocks import ConvBN, DiverseBranchBlock, RepNASBlock
 from nas_jax.rep.online import ONLINE_PRIMITIVES, OnlineDBB, OnlineRepNASBlock
 from nas_jax.rep.transforms import BN_EPS
+from nas_jax.train.bench import compiled_temp_mb
 from reference import conv2d
 from test_blocks import dbb_configs
 
@@ -159,7 +160,7 @@ def backward_buffers_mb(block, x):
     def loss(params):
         y, _ = block.apply({**v, "params": params}, x, True, mutable=["batch_stats"])
         return jnp.sum(y * y)
-    return jax.jit(jax.grad(loss)).lower(v["params"]).compile().memory_analysis().temp_size_in_bytes / 2**20
+    return compiled_temp_mb(jax.jit(jax.grad(loss)).lower(v["params"]).compile())
 
 
 @pytest.mark.parametrize("strides", [1, 2])
