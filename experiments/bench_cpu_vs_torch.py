@@ -202,19 +202,14 @@ def jax_runners(batch: int, res: int, num_classes: int, block: str, skip_algsimp
 
     from nas_jax.common import compiler_options
     from nas_jax.models import create_model
-    from nas_jax.train.config import default_config
-    from nas_jax.train.optim import create_optimizer
-    from nas_jax.train.step import create_mesh, create_train_state, jit_train_step, shard_batch, train_step_fn
+    from nas_jax.train.bench import synthetic_setup
+    from nas_jax.train.step import create_mesh, jit_train_step, train_step_fn
     from nas_jax.train.task import ClassificationTask
 
     mesh = create_mesh(jax.devices()[:1])
     task = ClassificationTask(create_model("resnet18", block=block, num_classes=num_classes))
-    rng = np.random.default_rng(0)
-    host = {"image": rng.standard_normal((batch, res, res, 3), dtype=np.float32),
-            "label": rng.integers(0, num_classes, batch).astype(np.int32)}
-    data = shard_batch(host, mesh)
-    tx, _ = create_optimizer(default_config(), 1000)
-    holder = [create_train_state(task, tx, 0, host, mesh)]
+    data, tx, state = synthetic_setup(task, batch, res, num_classes, mesh)
+    holder = [state]
     key = jax.random.PRNGKey(0)
     options = compiler_options(skip_algsimp)
     step = jit_train_step(train_step_fn(task, tx), mesh, options)

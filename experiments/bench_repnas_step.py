@@ -32,9 +32,6 @@ from nas_jax.repnas.searchable import find_searchable_layers
 from nas_jax.repnas.masks import BranchBudget, kept_mask
 from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer
 from nas_jax.train.bench import benchmark, measure_train_step
-from nas_jax.train.config import default_config
-from nas_jax.train.optim import create_optimizer
-from nas_jax.train.step import create_mesh, create_train_state, shard_batch
 from nas_jax.train.task import ClassificationTask
 
 
@@ -42,22 +39,15 @@ def repnas_step(args, branch_compute: str, fixed: bool, block: str = "repnas") -
     """Compile and time the RepNAS train step of a ``block`` supernet: the search phase
     (mask resampled every step) or, with ``fixed``, the fixed sub-network of a random
     top-k mask."""
-    mesh = create_mesh()
     model = create_model(args.model, block=block, num_classes=10, width=args.width)
     layers = find_searchable_layers(model, (1, args.res, args.res, 3))
     budget = BranchBudget(len(layers), args.kept_ratio)
     task = RepNASTask(model, layers, budget, SearchSchedule(0, 10 ** 6, 10 ** 6 + 1), alpha_optimizer(),
                       branch_compute)
-    rng = np.random.default_rng(0)
-    host = {"image": rng.standard_normal((args.batch, args.res, args.res, 3), dtype=np.float32),
-            "label": rng.integers(0, 10, args.batch).astype(np.int32)}
-    data = shard_batch(host, mesh)
-    tx, _ = create_optimizer(default_config(), 1000)
     if fixed:
         mask = np.asarray(kept_mask(jax.random.normal(jax.random.key(1), (len(layers), 6)), budget)) > 0
         task = ClassificationTask(task.fixed_model(mask))
-    state = create_train_state(task, tx, 0, {k: v[:1] for k, v in host.items()}, mesh)
-    return measure_train_step(task, tx, state, data, mesh, args.steps, compiler_options(True))
+    return measure_train_step(task, args.batch, args.res, 10, args.steps, compiler_options(True))
 
 
 def main() -> None:

@@ -47,16 +47,30 @@ def compiled_temp_mb(compiled) -> float | None:
     return None if stats is None else stats.temp_size_in_bytes / 2**20
 
 
-def measure_train_step(task, tx, state, data, mesh, steps: int, options: dict | None) -> dict:
-    """Compile the loop's train step for ``task`` (``nas_jax.train.step``) and time ``steps``
-    calls after one warm-up: ``images_per_s``, ``step_ms``, ``compile_s``, ``temp_mb``.
-    ``state`` is donated and consumed."""
+def synthetic_setup(task, batch: int, res: int, num_classes: int, mesh):
+    """``(data, tx, state)`` for timing ``task``: a random batch of ``batch`` [res, res, 3]
+    images and labels below ``num_classes`` sharded over ``mesh``, the loop's default SGD
+    and a fresh replicated state."""
+    rng = np.random.default_rng(0)
+    host = {"image": rng.standard_normal((batch, res, res, 3), dtype=np.float32),
+            "label": rng.integers(0, num_classes, batch).astype(np.int32)}
+    tx, _ = create_optimizer(default_config(), 1000)
+    state = create_train_state(task, tx, 0, {k: v[:1] for k, v in host.items()}, mesh)
+    return shard_batch(host, mesh), tx, state
+
+
+def measure_train_step(task, batch: int, res: int, num_classes: int, steps: int, options: dict | None) -> dict:
+    """Compile the loop's train step for ``task`` (``nas_jax.train.step``) over all devices
+    on a ``synthetic_setup`` batch and time ``steps`` calls after one warm-up:
+    ``images_per_s``, ``step_ms``, ``compile_s``, ``temp_mb``."""
+    mesh = create_mesh()
+    data, tx, state = synthetic_setup(task, batch, res, num_classes, mesh)
     key = jax.random.PRNGKey(0)
     start = time.perf_counter()
     step = jit_train_step(train_step_fn(task, tx), mesh, options).lower(state, data, key).compile()
     compile_s = time.perf_counter() - start
     seconds = _time(lambda s: step(s, data, key)[0], state, steps)
-    return _figures(data["label"].shape[0], steps, seconds, compile_s, step)
+    return _figures(batch, steps, seconds, compile_s, step)
 
 
 def _figures(batch: int, steps: int, seconds: float, compile_s: float, compiled) -> dict:
@@ -86,16 +100,11 @@ def benchmark(mode: str, model: str, block: str = "plain", batch: int = 32, res:
     mesh = create_mesh()
     net = create_model(model, block=block, num_classes=num_classes, width=width, dtype=jnp.dtype(dtype))
     task = ClassificationTask(net)
-    rng = np.random.default_rng(0)
-    host_batch = {"image": rng.standard_normal((batch, res, res, 3), dtype=np.float32),
-                  "label": rng.integers(0, num_classes, batch).astype(np.int32)}
-    data = shard_batch(host_batch, mesh)
-    tx, _ = create_optimizer(default_config(), 1000)
-    state = create_train_state(task, tx, 0, {k: v[:1] for k, v in host_batch.items()}, mesh)
     options = compiler_options(cpu_skip_algsimp)
     if mode == "train":
-        figures = measure_train_step(task, tx, state, data, mesh, steps, options)
+        figures = measure_train_step(task, batch, res, num_classes, steps, options)
     else:
+        data, _, state = synthetic_setup(task, batch, res, num_classes, mesh)
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         start = time.perf_counter()
         forward = jax.jit(lambda v, x: net.apply(v, x, train=False), out_shardings=replicated(mesh),
