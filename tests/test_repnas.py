@@ -11,7 +11,7 @@ from nas_jax.models import create_model
 from nas_jax.rep.fuse import fuse_params
 from nas_jax.repnas.searchable import branch_weights_collection, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget, gumbel_rank, kept_mask, straight_through
-from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer, resolve_branch_compute
+from nas_jax.repnas.task import RepNASTask, SearchSchedule, SearchStability, alpha_optimizer, resolve_branch_compute
 from repnas_helpers import TinyNet
 
 
@@ -20,11 +20,11 @@ def _run_once(fn, *args):
     return jax.jit(fn).lower(*args).compile(compiler_options=RUN_ONCE_COMPILER_OPTIONS)(*args)
 
 
-def _task(model=None, kept_ratio=0.5, branch_compute="cond", **budget):
+def _task(model=None, kept_ratio=0.5, branch_compute="cond", stability=SearchStability.paper(), **budget):
     model = model or TinyNet()
     layers = find_searchable_layers(model, (1, 16, 16, 3))
     return RepNASTask(model, layers, BranchBudget(len(layers), kept_ratio, **budget), SearchSchedule(2, 2, 8),
-                      alpha_optimizer(), branch_compute)
+                      alpha_optimizer(), branch_compute, stability=stability)
 
 
 def test_layers_are_found_in_network_order_with_shapes():
@@ -100,7 +100,7 @@ def test_straight_through_gradients_reach_the_kept_alphas_only(branch_compute):
     v = _run_once(lambda key: task.init(key, batch), jax.random.key(0))
     extra = {**v["extra"], "alphas": jax.random.normal(jax.random.key(4), (3, 6))}
     rng = jax.random.key(7)
-    mask, _ = task.sample(extra["alphas"], rng)
+    mask, _ = task.step_sample(extra, rng)
 
     def loss(alphas):
         return task.loss(v["params"], {**extra, "alphas": alphas}, v["batch_stats"], batch, rng, True)[0]
@@ -193,3 +193,58 @@ def test_branch_compute_auto_picks_the_form_measured_faster_on_the_backend():
     assert resolve_branch_compute("cond") == "cond"
     with pytest.raises(ValueError, match="unknown branch_compute 'fast'"):
         resolve_branch_compute("fast")
+
+
+def test_a_mask_period_keeps_one_mask_and_redraws_it_at_the_period_end():
+    """With ``mask_period=3`` every step of a period trains the period's mask (whatever the
+    step's own key), and the mask is drawn anew after the third step."""
+    task = _task(branch_compute="dense", stability=SearchStability(mask_period=3, noise_final=1.0,
+                                                                  branch_scale_init=1.0))
+    batch = {"image": jnp.zeros((2, 16, 16, 3)), "label": jnp.zeros((2,), jnp.int32)}
+    extra = _run_once(lambda key: task.init(key, batch), jax.random.key(0))["extra"]
+    update = jax.jit(task.update_extra)
+    grads = {"alphas": jnp.zeros_like(extra["alphas"])}
+    masks = []
+    for step in range(6):
+        rng = jax.random.fold_in(jax.random.key(1), step)
+        mask, weights = task.step_sample(extra, rng)
+        np.testing.assert_array_equal(mask, extra["period_mask"])
+        np.testing.assert_allclose(weights, mask, atol=2 ** -23)
+        masks.append(np.asarray(mask))
+        extra = update(extra, grads, jnp.asarray(step), rng)
+    assert all(m.sum() == task.budget.k for m in masks)
+    assert all((m == masks[0]).all() for m in masks[:3]) and all((m == masks[3]).all() for m in masks[3:])
+    assert not (masks[0] == masks[3]).all()
+
+
+def test_the_noise_scale_falls_linearly_over_the_search_phase():
+    task = _task(stability=SearchStability(mask_period=1, noise_final=0.1, branch_scale_init=1.0))
+    # SearchSchedule(2, 2, 8): two search steps
+    np.testing.assert_allclose([task.noise_scale(jnp.float32(s)) for s in (0, 1, 2, 5)], [1.0, 0.55, 0.1, 0.1],
+                               rtol=1e-6)
+    assert _task().noise_scale(jnp.float32(1)) == 1.0  # the paper's: never annealed
+
+
+@pytest.mark.parametrize("block", ["repnas", "repnas_online"])
+def test_silent_branches_make_every_mask_start_as_one_network(block):
+    """``branch_scale_init=0``: two different masks give the same logits at initialisation
+    (only the identity branches, shortcuts and the head act); with the paper's 1 they differ.
+    Only the primitives' output scales are changed, to 0."""
+    batch = {"image": jax.random.normal(jax.random.key(3), (4, 16, 16, 3)), "label": jnp.arange(4)}
+    logits, params = {}, {}
+    for scale in (0.0, 1.0):
+        task = _task(TinyNet(block=block), branch_compute="dense",
+                     stability=SearchStability(mask_period=1, noise_final=1.0, branch_scale_init=scale))
+        v = _run_once(lambda key: task.init(key, batch), jax.random.key(0))
+        params[scale] = dict(jax.tree_util.tree_flatten_with_path(v["params"])[0])
+        logits[scale] = []
+        for seed in (5, 6):
+            mask, weights = task.sample(v["extra"]["alphas"], jax.random.key(seed))
+            variables = {"params": v["params"], "batch_stats": v["batch_stats"],
+                         "branch_weights": task._branch_weights(mask, weights)}
+            logits[scale].append(task.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])[0])
+    changed = [k for k in params[1.0] if not np.array_equal(params[1.0][k], params[0.0][k])]
+    assert len(changed) == 6 * len(task.layers)
+    assert all("scale" in jax.tree_util.keystr(k) and not np.any(params[0.0][k]) for k in changed)
+    np.testing.assert_allclose(logits[0.0][0], logits[0.0][1], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(logits[1.0][0], logits[1.0][1], atol=1e-3)

@@ -2,7 +2,7 @@
 straight-through branch weights. Arrays are ``[L, 6]``: one row per searchable layer in
 network order, one column per primitive in ``PRIMITIVES`` order. Pure and jit-able.
 
-    rank    = alphas + g1 - g2                 (g1, g2 Gumbel noise; no noise at eval)
+    rank    = alphas + tau * (g1 - g2)         (g1, g2 Gumbel noise, tau 1 as in the paper; no noise at eval)
     mask    = top-k of rank over all layers     (0/1, k = int(L * 6 * kept_ratio))
     weights = mask + sigmoid(rank) - stop_gradient(sigmoid(rank))   (forward value: mask)
 
@@ -80,13 +80,15 @@ class BranchBudget:
         return self.kept_ratio * self.total_cost
 
 
-def gumbel_rank(alphas: jax.Array, rng: Optional[jax.Array]) -> jax.Array:
-    """``alphas + g1 - g2`` with two independent standard Gumbel draws; ``alphas`` when
-    ``rng`` is None (evaluation: no noise)."""
+def gumbel_rank(alphas: jax.Array, rng: Optional[jax.Array], noise_scale=1.0) -> jax.Array:
+    """``alphas + noise_scale * (g1 - g2)`` with two independent standard Gumbel draws;
+    ``alphas`` when ``rng`` is None (evaluation: no noise)."""
     if rng is None:
         return alphas
     g1, g2 = jax.random.gumbel(rng, (2,) + alphas.shape, alphas.dtype)
-    return alphas + g1 - g2
+    if isinstance(noise_scale, float) and noise_scale == 1.0:
+        return alphas + g1 - g2
+    return alphas + noise_scale * (g1 - g2)
 
 
 def _within_layer_order(rank: jax.Array) -> jax.Array:

@@ -34,7 +34,7 @@ from nas_jax.rep.fuse import fuse_params
 from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, plot_mask_trace, write_genotype
 from nas_jax.repnas.searchable import SearchableLayer, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget
-from nas_jax.repnas.task import RepNASTask, SearchSchedule, alpha_optimizer, fixed_phase_start
+from nas_jax.repnas.task import RepNASTask, SearchSchedule, SearchStability, alpha_optimizer, fixed_phase_start
 from nas_jax.train.checkpoint import Restored, save_deploy
 from nas_jax.train.loop import latest_checkpoint, pipeline_from_config, total_steps, train
 from nas_jax.train.task import ClassificationTask
@@ -43,6 +43,7 @@ from nas_jax.train.step import create_mesh, data_sharding, replicated, shard_bat
 REPORT_FILE = "report.json"
 SEARCH_CHECKPOINT_DIR = "search_checkpoints"
 SUPERNET_BLOCKS = ("repnas", "repnas_online")
+FIXED_MASKS = ("searched", "random")
 
 
 def supernet_model(config, num_classes: int):
@@ -61,6 +62,8 @@ def build_task(config: ml_collections.ConfigDict, train_data: Pipeline, model=No
     if "repnas" not in config:
         raise ValueError("config has no 'repnas' section: not a RepNAS config")
     r = config.repnas
+    if r.fixed_mask not in FIXED_MASKS:
+        raise ValueError(f"repnas.fixed_mask={r.fixed_mask!r}; choose one of {FIXED_MASKS}")
     model = model or supernet_model(config, train_data.num_classes)
     layers = find_searchable_layers(model, (1,) + tuple(train_data.image_shape))
     costs = np.stack([layer.branch_macs() for layer in layers])
@@ -69,7 +72,8 @@ def build_task(config: ml_collections.ConfigDict, train_data: Pipeline, model=No
     schedule = SearchSchedule(int(round(r.random_epochs * steps_per_epoch)),
                               int(round(r.search_epochs * steps_per_epoch)), total_steps(config, train_data))
     tx = alpha_optimizer(r.alpha_learning_rate, r.alpha_b1, r.alpha_b2, r.alpha_weight_decay)
-    return RepNASTask(model, layers, budget, schedule, tx, r.branch_compute, config.label_smoothing)
+    stability = SearchStability(r.mask_period, r.noise_final, r.branch_scale_init)
+    return RepNASTask(model, layers, budget, schedule, tx, r.branch_compute, config.label_smoothing, stability)
 
 
 def predict(model, variables, pipeline: Pipeline, batch_size: int, mesh) -> Tuple[np.ndarray, np.ndarray]:
@@ -155,7 +159,7 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
     if int(jax.device_get(searched.step)) < schedule.fix_step:
         return None
     extra = jax.device_get(searched.extra)
-    mask = task.fixed_mask(extra)
+    mask = task.fixed_mask(extra) if config.repnas.fixed_mask == "searched" else task.random_mask(config.seed)
     fixed_task = ClassificationTask(task.fixed_model(mask), config.label_smoothing)
 
     def from_search() -> Restored:
@@ -182,6 +186,7 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
                            config.eval_batch_size, extra["alphas"], {
         "steps": step, "random_steps": schedule.random_steps, "search_steps": schedule.search_steps,
         "fix_step": schedule.fix_step, "kept_ratio": config.repnas.kept_ratio, "budget": config.repnas.budget,
+        "fixed_mask": config.repnas.fixed_mask,
         "wall_s": time.perf_counter() - start})
 
 

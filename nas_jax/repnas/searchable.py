@@ -18,6 +18,10 @@ from nas_jax.rep.online import OnlineRepNASBlock
 from nas_jax.rep.walk import intercept_modules
 
 NUM_PRIMITIVES = len(PRIMITIVES)
+# where each primitive's output scale lives inside a block's params, in PRIMITIVES order: the
+# exact block's last BatchNorm of the primitive, the online block's per-branch scale vector
+OUTPUT_SCALES = {"exact": ("_ops_0/bn", "_ops_1/bn2", "_ops_2/bn", "_ops_3/conv2/bn", "_ops_4/bn", "_ops_5/bn"),
+                 "online": ("conv1x1", "avgpool", "conv", "conv1x1_3x3", "conv1x3", "conv3x1")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +81,20 @@ def find_searchable_layers(model: nn.Module, input_shape: Sequence[int]) -> Tupl
         raise ValueError(f"{type(model).__name__} (block={getattr(model, 'block', None)!r}) has no RepNAS "
                          f"searchable layer: RepNAS searches 3x3 conv-BN layers of a block='repnas' (or 'repnas_online') model")
     return tuple(found)
+
+
+def scale_primitive_outputs(params, layers: Sequence[SearchableLayer], factor: float, online: bool = False):
+    """``params`` with the output scale of every primitive of every searchable layer (the
+    gamma of the primitive's last BatchNorm; the online block's scale vector) multiplied by
+    ``factor``; the identity branch and everything else unchanged. 0 starts every branch
+    silent, so every mask of a search starts from the same network."""
+    wanted = {f"{layer.path}/{branch}/scale" for layer in layers
+              for branch in OUTPUT_SCALES["online" if online else "exact"]}
+    flat = traverse_util.flatten_dict(params, sep="/")
+    missing = wanted - set(flat)
+    if missing:
+        raise ValueError(f"no primitive output scale at {sorted(missing)[:3]}: not a RepNAS supernet's params")
+    return traverse_util.unflatten_dict({k: v * factor if k in wanted else v for k, v in flat.items()}, sep="/")
 
 
 def branch_weights_collection(paths: Sequence[str], weights, mask=None) -> Dict:

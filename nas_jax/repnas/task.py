@@ -21,7 +21,24 @@ The task's own state, ``TrainState.extra`` (checkpointed with the rest):
 * ``mask_trace`` f32 ``[S, L, 6]``: how the noise-free mask (top-k of the alphas) changed
   over phase 2, in ``S = min(MASK_TRACE_SNAPSHOTS, search_steps)`` evenly spaced
   snapshots (snapshot ``s`` is the mask after the last search step of the ``s``-th of
-  ``S`` equal parts of the phase).
+  ``S`` equal parts of the phase);
+* ``period_noise`` f32 ``[L, 6]`` (``g1 - g2``) and ``period_mask`` f32 ``[L, 6]``: the
+  Gumbel noise and the mask of the current mask period (unused with a period of 1).
+
+Three settings make the supernet learn (``SearchStability``; measured in the README, the
+paper's behaviour is ``SearchStability.paper()``):
+
+* ``mask_period``: a sampled mask is kept for this many steps (paper: 1, a new mask every
+  step); the straight-through weights still follow the alphas every step. Masks that change every step, keeping about two of six branch kinds per
+  layer, make the network a different function each step, and a ResNet-18 supernet on
+  digits stays near chance for the whole search;
+* ``noise_final``: the Gumbel noise scale falls linearly from 1 at the start of phase 2 to
+  this at the fix step (paper: 1), so the masks settle on the alphas' top-k before it is
+  fixed;
+* ``branch_scale_init``: every primitive's output scale (its last BatchNorm's gamma; the
+  online block's scale vector) starts at this (paper: 1). 0 makes every mask start as the
+  same network (the identity branches, shortcuts and stem), the branches growing in from
+  there.
 """
 from __future__ import annotations
 
@@ -34,7 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nas_jax.repnas.searchable import SearchableLayer, branch_weights_collection, static_branch_mask
+from nas_jax.repnas.searchable import (SearchableLayer, branch_weights_collection, scale_primitive_outputs,
+                                      static_branch_mask)
 from nas_jax.repnas.masks import BranchBudget, gumbel_rank, kept_mask, straight_through
 from nas_jax.train.task import Task, cross_entropy
 
@@ -97,6 +115,27 @@ class SearchSchedule:
         return "search" if step < self.fix_step else "fixed"
 
 
+@dataclasses.dataclass(frozen=True)
+class SearchStability:
+    """How the search phases sample masks and how the branches start; see the module doc.
+    The defaults are nas_jax's; ``paper()`` is the official code's behaviour."""
+    mask_period: int = 16
+    noise_final: float = 0.05
+    branch_scale_init: float = 0.0
+
+    def __post_init__(self):
+        if self.mask_period < 1:
+            raise ValueError(f"mask_period must be >= 1 step (1: a new mask every step), got {self.mask_period}")
+        if not 0.0 <= self.noise_final <= 1.0:
+            raise ValueError(f"noise_final must be in [0, 1] (1: no annealing), got {self.noise_final}")
+        if self.branch_scale_init < 0.0:
+            raise ValueError(f"branch_scale_init must be >= 0, got {self.branch_scale_init}")
+
+    @classmethod
+    def paper(cls) -> "SearchStability":
+        return cls(mask_period=1, noise_final=1.0, branch_scale_init=1.0)
+
+
 def alpha_optimizer(learning_rate: float = 1e-4, b1: float = 0.5, b2: float = 0.999,
                     weight_decay: float = 5e-4) -> optax.GradientTransformation:
     """Adam with L2 weight decay added to the gradient (PyTorch ``Adam(weight_decay=)``)."""
@@ -122,12 +161,15 @@ class RepNASTask(Task):
 
     def __init__(self, model: nn.Module, layers: Sequence[SearchableLayer], budget: BranchBudget,
                  schedule: SearchSchedule, alpha_tx: optax.GradientTransformation,
-                 branch_compute: str = "auto", label_smoothing: float = 0.0):
-        branch_compute = resolve_branch_compute(branch_compute, getattr(model, "block", None) == "repnas_online")
+                 branch_compute: str = "auto", label_smoothing: float = 0.0,
+                 stability: SearchStability = SearchStability()):
+        self.online = getattr(model, "block", None) == "repnas_online"
+        branch_compute = resolve_branch_compute(branch_compute, self.online)
         if budget.num_layers != len(layers):
             raise ValueError(f"budget for {budget.num_layers} layers, model has {len(layers)}")
         self.model, self.layers, self.budget, self.schedule = model, tuple(layers), budget, schedule
         self.alpha_tx, self.branch_compute, self.label_smoothing = alpha_tx, branch_compute, label_smoothing
+        self.stability = stability
         self.paths = tuple(layer.path for layer in self.layers)
         self._identity = np.array([layer.has_identity for layer in self.layers])
 
@@ -135,25 +177,62 @@ class RepNASTask(Task):
         """The bool ``[L, 6]`` mask phase 3 fixes: the noise-free top-k of ``extra``'s alphas."""
         return np.asarray(jax.device_get(kept_mask(extra["alphas"], self.budget))) > 0
 
+    def random_mask(self, seed: int) -> np.ndarray:
+        """A bool ``[L, 6]`` mask drawn at random under the same budget (the top-k of pure
+        Gumbel noise): the baseline a searched mask must beat."""
+        noise = gumbel_rank(jnp.zeros((len(self.layers), self.budget.total_branches // len(self.layers))),
+                            jax.random.fold_in(jax.random.key(seed), 0x5EED))
+        return np.asarray(jax.device_get(kept_mask(noise, self.budget))) > 0
+
     def fixed_model(self, mask) -> nn.Module:
         """The model with the static ``branch_mask`` of the bool ``[L, 6]`` ``mask``."""
         return self.model.clone(branch_mask=static_branch_mask(self.paths, mask))
 
     def init(self, rng, batch):
         variables = self.model.init({"params": rng}, batch["image"], train=False)
+        params = variables["params"]
+        if self.stability.branch_scale_init != 1.0:
+            params = scale_primitive_outputs(params, self.layers, self.stability.branch_scale_init, self.online)
         shape = (len(self.layers), self.budget.total_branches // len(self.layers))
         alphas = jnp.zeros(shape, jnp.float32)
         extra = {"alphas": alphas, "alpha_opt": self.alpha_tx.init(alphas),
                  "kept_steps": jnp.zeros(shape, jnp.float32), "search_steps": jnp.zeros((), jnp.float32),
-                 "mask_trace": jnp.zeros((self.schedule.trace_snapshots, *shape), jnp.float32)}
-        return {"params": variables["params"], "batch_stats": variables["batch_stats"], "extra": extra}
+                 "mask_trace": jnp.zeros((self.schedule.trace_snapshots, *shape), jnp.float32),
+                 **self._new_period(alphas, jax.random.fold_in(rng, 1), jnp.zeros((), jnp.float32))}
+        return {"params": params, "batch_stats": variables["batch_stats"], "extra": extra}
 
     # -- masks ----------------------------------------------------------------------------
-    def sample(self, alphas, rng):
-        """``(mask, weights)`` ``[L, 6]`` of one training step: Gumbel top-k, straight-through."""
-        rank = gumbel_rank(alphas, rng)
+    def sample(self, alphas, rng, noise_scale=1.0):
+        """``(mask, weights)`` ``[L, 6]``: Gumbel top-k, straight-through."""
+        rank = gumbel_rank(alphas, rng, noise_scale)
         mask = kept_mask(rank, self.budget)
         return mask, straight_through(rank, mask)
+
+    def step_sample(self, extra, rng):
+        """``(mask, weights)`` of one training step whose own key is ``rng``: a new sample
+        with a mask period of 1, else the period's mask with straight-through weights
+        from the current alphas and the period's noise; the noise scaled by the
+        annealing schedule (``noise_scale``)."""
+        scale = self.noise_scale(extra["search_steps"])
+        if self.stability.mask_period == 1:
+            return self.sample(extra["alphas"], rng, scale)
+        rank = extra["alphas"] + scale * extra["period_noise"]
+        return extra["period_mask"], straight_through(rank, extra["period_mask"])
+
+    def _new_period(self, alphas, rng, search_steps):
+        """``{'period_noise', 'period_mask'}`` of a mask period starting now."""
+        noise = gumbel_rank(jnp.zeros_like(alphas), rng)
+        mask = kept_mask(alphas + self.noise_scale(search_steps) * noise, self.budget)
+        return {"period_noise": noise, "period_mask": mask}
+
+    def noise_scale(self, search_steps):
+        """The Gumbel noise scale after ``search_steps`` phase-2 steps: 1 through phase 1,
+        then linear to ``noise_final`` at the fix step (the float 1.0 when not annealed)."""
+        final = self.stability.noise_final
+        if final == 1.0:
+            return 1.0
+        done = jnp.minimum(search_steps / max(self.schedule.search_steps, 1), 1.0)
+        return 1.0 - (1.0 - final) * done
 
     def _branch_weights(self, mask, weights):
         """The ``branch_weights`` collection for ``branch_compute``. Dense: masked branches
@@ -170,7 +249,7 @@ class RepNASTask(Task):
         """The supernet with this step's sampled mask (training) or the noise-free top-k of
         the alphas (evaluation)."""
         if train:
-            mask, weights = self.sample(extra["alphas"], rng)
+            mask, weights = self.step_sample(extra, rng)
         else:
             mask = weights = kept_mask(extra["alphas"], self.budget)
         variables = {"params": params, "batch_stats": batch_stats,
@@ -184,19 +263,25 @@ class RepNASTask(Task):
 
     def update_extra(self, extra, extra_grads, step, rng):
         """Phase 1: alphas unchanged; phase 2: one alpha optimiser step, the step's mask
-        (drawn again from the loss's ``rng``) counted into ``kept_steps`` and the new
-        noise-free mask written to its ``mask_trace`` snapshot."""
+        (drawn again as the loss drew it) counted into ``kept_steps`` and the new
+        noise-free mask written to its ``mask_trace`` snapshot. At the end of a mask
+        period the next period's noise and mask are drawn (from ``rng``)."""
         searching = step >= self.schedule.random_steps
-        mask, _ = self.sample(extra["alphas"], rng)
+        mask, _ = self.step_sample(extra, rng)
         updates, alpha_opt = self.alpha_tx.update(extra_grads["alphas"], extra["alpha_opt"], extra["alphas"])
         keep_old = lambda new, old: jnp.where(searching, new, old)  # noqa: E731
         alphas = keep_old(optax.apply_updates(extra["alphas"], updates), extra["alphas"])
         slot = jnp.clip(self.schedule.trace_slot(step), 0, self.schedule.trace_snapshots - 1)
         trace = extra["mask_trace"].at[slot].set(kept_mask(alphas, self.budget))
+        search_steps = extra["search_steps"] + searching
+        period_ends = (step + 1) % self.stability.mask_period == 0
+        period = jax.tree.map(lambda new, old: jnp.where(period_ends, new, old),
+                              self._new_period(alphas, jax.random.fold_in(rng, 1), search_steps),
+                              {"period_noise": extra["period_noise"], "period_mask": extra["period_mask"]})
         return {**extra, "alphas": alphas, "mask_trace": keep_old(trace, extra["mask_trace"]),
                 "alpha_opt": jax.tree.map(keep_old, alpha_opt, extra["alpha_opt"]),
                 "kept_steps": extra["kept_steps"] + searching * mask,
-                "search_steps": extra["search_steps"] + searching}
+                "search_steps": search_steps, **period}
 
 
 def fixed_phase_start(state):
