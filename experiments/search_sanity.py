@@ -62,8 +62,9 @@ CONFIGS = os.path.join(EXPERIMENTS, "configs")
 RESULTS = os.path.join(EXPERIMENTS, "results")
 PRUNING_METHODS = ("rl", "random", "uniform")
 MODES = {
-    # dataset, RepNAS schedule overrides, PruningNet training overrides, fine-tuning steps
-    "quick": {"dataset": "digits", "repnas": [], "prune": [], "finetune_steps": 100, "evaluations": 60},
+    # dataset, RepNAS schedule overrides, PruningNet training and width search overrides,
+    # fine-tuning steps, candidates per search
+    "quick": {"dataset": "digits", "repnas": [], "prune": [], "search": [], "finetune_steps": 100, "evaluations": 60},
     "full": {"dataset": "mnist",
              "repnas": ["--config.batch_size=128", "--config.num_epochs=3.0", "--config.repnas.random_epochs=0.3",
                         "--config.repnas.search_epochs=0.7", "--config.log_every=39",
@@ -72,7 +73,7 @@ MODES = {
              "prune": ["--config.num_steps=1200", "--config.batch_size=128", "--config.log_every=100",
                        "--config.checkpoint_every=400", "--config.warmup_steps=100",
                        "--config.pruning.calibration_batches=20"],
-             "finetune_steps": 300, "evaluations": 60},
+             "search": ["--config.search.holdout_examples=2000"], "finetune_steps": 300, "evaluations": 60},
 }
 
 
@@ -172,9 +173,10 @@ def repnas_checks(mode: dict, seeds, workdir: str) -> dict:
 
 
 # -- Graph Pruning ---------------------------------------------------------------------------
-def search_settings(seed: int, evaluations: int):
+def search_settings(mode: dict, seed: int):
     return apply_overrides(load_config(os.path.join(CONFIGS, "prune_search_digits.py")),
-                           [f"--config.search.seed={seed}", f"--config.search.evaluations={evaluations}"]).search
+                           [f"--config.search.seed={seed}", f"--config.search.evaluations={mode['evaluations']}",
+                            *mode["search"]]).search
 
 
 def finetune(export_dir: str, workdir: str, mode: dict, seed: int) -> float:
@@ -235,7 +237,7 @@ def pruning_checks(mode: dict, seeds, workdir: str, configs: int) -> dict:
                       f"--config.dataset={mode['dataset']}", *mode["prune"]])
     if status:
         raise RuntimeError(f"prune train failed ({status})")
-    context = SearchContext(prune_dir, search_settings(0, mode["evaluations"]))
+    context = SearchContext(prune_dir, search_settings(mode, 0))
     space = SearchSpace(context.task.graph, context.task.grid, Budget.parse("flops=0.5"))
     choices = ranking_configurations(space, configs)
     predicted = context.evaluator(space.channels(choices))
@@ -259,7 +261,7 @@ def pruning_checks(mode: dict, seeds, workdir: str, configs: int) -> dict:
         for method in PRUNING_METHODS:
             directory = os.path.join(workdir, "pruning", f"seed{seed}", method)
             log(f"Graph Pruning seed {seed}: {method} search at 50% FLOPs")
-            best = context.search(method, "flops=0.5", search_settings(seed, mode["evaluations"]),
+            best = context.search(method, "flops=0.5", search_settings(mode, seed),
                                   os.path.join(directory, "search"))
             out[f"pruning_{method}"].append(export_and_finetune(
                 prune_dir, os.path.join(directory, "search", "best.json"), directory, mode, seed))
@@ -330,7 +332,8 @@ def main(argv=None) -> int:
     result = {"settings": {"mode": name, "dataset": mode["dataset"], "seeds": args.seeds,
                            "repnas_config": "experiments/configs/repnas_digits.py", "repnas_overrides": mode["repnas"],
                            "prune_config": "experiments/configs/prune_digits.py", "prune_overrides": mode["prune"],
-                           "finetune_steps": mode["finetune_steps"], "search_evaluations": mode["evaluations"],
+                           "search_overrides": mode["search"], "finetune_steps": mode["finetune_steps"],
+                           "search_evaluations": mode["evaluations"],
                            "ranking_configurations": args.configs, "devices": jax.device_count(),
                            "backend": jax.default_backend()}}
     if "repnas" in args.parts:
