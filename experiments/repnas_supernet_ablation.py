@@ -29,9 +29,9 @@ SETTINGS = {
     "paper, per_layer_cap 2 (exactly 2 branches a layer)": PAPER + ["--config.repnas.per_layer_cap=2"],
     "paper, learning rate 0.02": PAPER + ["--config.learning_rate=0.02"],
     "paper + branch_scale_init 0": PAPER[:2] + ["--config.repnas.branch_scale_init=0.0"],
-    "paper + mask_period 16": PAPER[1:] + ["--config.repnas.mask_period=16"],
+    "paper + mask_period 48": PAPER[1:] + ["--config.repnas.mask_period=48"],
     "paper + noise_final 0.05": [PAPER[0], PAPER[2], "--config.repnas.noise_final=0.05"],
-    "nas_jax defaults (mask_period 16, noise_final 0.05, branch_scale_init 0)": [],
+    "nas_jax defaults (mask_period 48, noise_final 0.05, branch_scale_init 0)": [],
     "nas_jax defaults, online block": ["--config.block=repnas_online"],
     "paper, online block": PAPER + ["--config.block=repnas_online"],
 }

@@ -69,7 +69,7 @@ MODES = {
              "repnas": ["--config.batch_size=128", "--config.num_epochs=3.0", "--config.repnas.random_epochs=0.3",
                         "--config.repnas.search_epochs=0.7", "--config.log_every=39",
                         "--config.checkpoint_every=390", "--config.warmup_steps=117",
-                        "--config.repnas.mask_period=39"],
+                        "--config.repnas.mask_period=195"],
              "prune": ["--config.num_steps=1200", "--config.batch_size=128", "--config.log_every=100",
                        "--config.checkpoint_every=400", "--config.warmup_steps=100",
                        "--config.pruning.calibration_batches=20"],

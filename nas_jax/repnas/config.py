@@ -24,7 +24,7 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
       branches start (``nas_jax.repnas.task.SearchStability``): a mask kept for
       ``mask_period`` steps, the Gumbel noise annealed from 1 to ``noise_final`` over the
       search phase, every primitive's output scale starting at ``branch_scale_init``.
-      Defaults 16 / 0.05 / 0.0 make the supernet learn (README, "Does the search
+      Defaults 48 / 0.05 / 0.0 make the supernet learn (README, "Does the search
       search?"); the paper's behaviour is 1 / 1.0 / 1.0;
     fixed_mask: 'searched' (the noise-free top-k of the alphas, the method) or 'random' (a
       random mask under the same budget, drawn from the seed: the baseline a search must
@@ -36,7 +36,7 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
     r.random_epochs, r.search_epochs = 15.0, 35.0
     r.alpha_learning_rate, r.alpha_b1, r.alpha_b2, r.alpha_weight_decay = 1e-4, 0.5, 0.999, 5e-4
     r.branch_compute = "auto"
-    r.mask_period, r.noise_final, r.branch_scale_init = 16, 0.05, 0.0
+    r.mask_period, r.noise_final, r.branch_scale_init = 48, 0.05, 0.0
     r.fixed_mask = "searched"
     r.test_split = "test"
     for key, value in overrides.items():

@@ -22,14 +22,16 @@ The task's own state, ``TrainState.extra`` (checkpointed with the rest):
   over phase 2, in ``S = min(MASK_TRACE_SNAPSHOTS, search_steps)`` evenly spaced
   snapshots (snapshot ``s`` is the mask after the last search step of the ``s``-th of
   ``S`` equal parts of the phase);
-* ``period_noise`` f32 ``[L, 6]`` (``g1 - g2``) and ``period_mask`` f32 ``[L, 6]``: the
-  Gumbel noise and the mask of the current mask period (unused with a period of 1).
+* ``period_noise`` f32 ``[L, 6]``: the slowly refreshed Gumbel noise ``g1 - g2`` (unused
+  with a mask period of 1).
 
 Three settings make the supernet learn (``SearchStability``; measured in the README, the
 paper's behaviour is ``SearchStability.paper()``):
 
-* ``mask_period``: a sampled mask is kept for this many steps (paper: 1, a new mask every
-  step); the straight-through weights still follow the alphas every step. Masks that change every step, keeping about two of six branch kinds per
+* ``mask_period``: the mean lifetime, in steps, of each branch's Gumbel noise: every step
+  each entry is drawn anew with probability ``1 / mask_period`` (paper: 1, all noise new
+  every step), so the mask changes by a few branches a step instead of all at once (each
+  entry's noise is still exactly ``g1 - g2``). Masks that change every step, keeping about two of six branch kinds per
   layer, make the network a different function each step, and a ResNet-18 supernet on
   digits stays near chance for the whole search;
 * ``noise_final``: the Gumbel noise scale falls linearly from 1 at the start of phase 2 to
@@ -119,7 +121,7 @@ class SearchSchedule:
 class SearchStability:
     """How the search phases sample masks and how the branches start; see the module doc.
     The defaults are nas_jax's; ``paper()`` is the official code's behaviour."""
-    mask_period: int = 16
+    mask_period: int = 48
     noise_final: float = 0.05
     branch_scale_init: float = 0.0
 
@@ -198,7 +200,7 @@ class RepNASTask(Task):
         extra = {"alphas": alphas, "alpha_opt": self.alpha_tx.init(alphas),
                  "kept_steps": jnp.zeros(shape, jnp.float32), "search_steps": jnp.zeros((), jnp.float32),
                  "mask_trace": jnp.zeros((self.schedule.trace_snapshots, *shape), jnp.float32),
-                 **self._new_period(alphas, jax.random.fold_in(rng, 1), jnp.zeros((), jnp.float32))}
+                 "period_noise": gumbel_rank(jnp.zeros_like(alphas), jax.random.fold_in(rng, 1))}
         return {"params": params, "batch_stats": variables["batch_stats"], "extra": extra}
 
     # -- masks ----------------------------------------------------------------------------
@@ -209,21 +211,15 @@ class RepNASTask(Task):
         return mask, straight_through(rank, mask)
 
     def step_sample(self, extra, rng):
-        """``(mask, weights)`` of one training step whose own key is ``rng``: a new sample
-        with a mask period of 1, else the period's mask with straight-through weights
-        from the current alphas and the period's noise; the noise scaled by the
-        annealing schedule (``noise_scale``)."""
+        """``(mask, weights)`` of one training step whose own key is ``rng``: with a mask
+        period of 1, fresh noise from ``rng``; else the slowly refreshed
+        ``extra['period_noise']``. The noise is scaled by the annealing schedule."""
         scale = self.noise_scale(extra["search_steps"])
         if self.stability.mask_period == 1:
             return self.sample(extra["alphas"], rng, scale)
         rank = extra["alphas"] + scale * extra["period_noise"]
-        return extra["period_mask"], straight_through(rank, extra["period_mask"])
-
-    def _new_period(self, alphas, rng, search_steps):
-        """``{'period_noise', 'period_mask'}`` of a mask period starting now."""
-        noise = gumbel_rank(jnp.zeros_like(alphas), rng)
-        mask = kept_mask(alphas + self.noise_scale(search_steps) * noise, self.budget)
-        return {"period_noise": noise, "period_mask": mask}
+        mask = kept_mask(rank, self.budget)
+        return mask, straight_through(rank, mask)
 
     def noise_scale(self, search_steps):
         """The Gumbel noise scale after ``search_steps`` phase-2 steps: 1 through phase 1,
@@ -264,8 +260,8 @@ class RepNASTask(Task):
     def update_extra(self, extra, extra_grads, step, rng):
         """Phase 1: alphas unchanged; phase 2: one alpha optimiser step, the step's mask
         (drawn again as the loss drew it) counted into ``kept_steps`` and the new
-        noise-free mask written to its ``mask_trace`` snapshot. At the end of a mask
-        period the next period's noise and mask are drawn (from ``rng``)."""
+        noise-free mask written to its ``mask_trace`` snapshot. Each entry of the noise is
+        drawn anew with probability ``1 / mask_period`` (from ``rng``)."""
         searching = step >= self.schedule.random_steps
         mask, _ = self.step_sample(extra, rng)
         updates, alpha_opt = self.alpha_tx.update(extra_grads["alphas"], extra["alpha_opt"], extra["alphas"])
@@ -273,15 +269,13 @@ class RepNASTask(Task):
         alphas = keep_old(optax.apply_updates(extra["alphas"], updates), extra["alphas"])
         slot = jnp.clip(self.schedule.trace_slot(step), 0, self.schedule.trace_snapshots - 1)
         trace = extra["mask_trace"].at[slot].set(kept_mask(alphas, self.budget))
-        search_steps = extra["search_steps"] + searching
-        period_ends = (step + 1) % self.stability.mask_period == 0
-        period = jax.tree.map(lambda new, old: jnp.where(period_ends, new, old),
-                              self._new_period(alphas, jax.random.fold_in(rng, 1), search_steps),
-                              {"period_noise": extra["period_noise"], "period_mask": extra["period_mask"]})
+        fresh_key, refresh_key = jax.random.split(jax.random.fold_in(rng, 1))
+        refresh = jax.random.bernoulli(refresh_key, 1.0 / self.stability.mask_period, alphas.shape)
+        noise = jnp.where(refresh, gumbel_rank(jnp.zeros_like(alphas), fresh_key), extra["period_noise"])
         return {**extra, "alphas": alphas, "mask_trace": keep_old(trace, extra["mask_trace"]),
                 "alpha_opt": jax.tree.map(keep_old, alpha_opt, extra["alpha_opt"]),
                 "kept_steps": extra["kept_steps"] + searching * mask,
-                "search_steps": search_steps, **period}
+                "search_steps": extra["search_steps"] + searching, "period_noise": noise}
 
 
 def fixed_phase_start(state):
