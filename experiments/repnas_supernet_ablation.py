@@ -31,8 +31,10 @@ SETTINGS = {
     "paper + branch_scale_init 0": PAPER[:2] + ["--config.repnas.branch_scale_init=0.0"],
     "paper + mask_period 48": PAPER[1:] + ["--config.repnas.mask_period=48"],
     "paper + noise_final 0.05": [PAPER[0], PAPER[2], "--config.repnas.noise_final=0.05"],
-    "nas_jax defaults (mask_period 48, noise_final 0.05, branch_scale_init 0)": [],
+    "nas_jax defaults (mask_period 48, noise_final 0.05, branch_scale_init 0 exact / 1 online)": [],
     "nas_jax defaults, online block": ["--config.block=repnas_online"],
+    "nas_jax defaults, online block, branch_scale_init 0": ["--config.block=repnas_online",
+                                                             "--config.repnas.branch_scale_init=0.0"],
     "paper, online block": PAPER + ["--config.block=repnas_online"],
 }
 

@@ -226,6 +226,14 @@ def test_the_noise_scale_falls_linearly_over_the_search_phase():
     assert _task().noise_scale(jnp.float32(1)) == 1.0  # the paper's: never annealed
 
 
+def test_branches_start_silent_in_the_exact_block_and_at_full_scale_in_the_online_one():
+    assert (SearchStability().scale_init(online=False), SearchStability().scale_init(online=True)) == (0.0, 1.0)
+    assert SearchStability(branch_scale_init=0.5).scale_init(online=True) == 0.5
+    assert SearchStability.paper().scale_init(online=False) == 1.0
+    with pytest.raises(ValueError, match="mask_period"):
+        SearchStability(mask_period=0)
+
+
 @pytest.mark.parametrize("block", ["repnas", "repnas_online"])
 def test_silent_branches_make_every_mask_start_as_one_network(block):
     """``branch_scale_init=0``: two different masks give the same logits at initialisation

@@ -21,11 +21,12 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
       not computed), 'dense' (all six computed, masked ones weighted 0) or 'auto' (the
       faster on the backend: dense on the CPU, 3.45x faster there, cond elsewhere);
     mask_period, noise_final, branch_scale_init: how the search samples masks and how the
-      branches start (``nas_jax.repnas.task.SearchStability``): a mask kept for
-      ``mask_period`` steps, the Gumbel noise annealed from 1 to ``noise_final`` over the
-      search phase, every primitive's output scale starting at ``branch_scale_init``.
-      Defaults 48 / 0.05 / 0.0 make the supernet learn (README, "Does the search
-      search?"); the paper's behaviour is 1 / 1.0 / 1.0;
+      branches start (``nas_jax.repnas.task.SearchStability``): each branch's Gumbel noise
+      lives ``mask_period`` steps on average, the noise is annealed from 1 to
+      ``noise_final`` over the search phase, every primitive's output scale starts at
+      ``branch_scale_init`` (-1: 0 for the exact block, 1 for the online one). Defaults
+      48 / 0.05 / -1 make the supernet learn (README, "Does each search search?"); the
+      paper's behaviour is 1 / 1.0 / 1.0;
     fixed_mask: 'searched' (the noise-free top-k of the alphas, the method) or 'random' (a
       random mask under the same budget, drawn from the seed: the baseline a search must
       beat; experiments/search_sanity.py);
@@ -36,7 +37,7 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
     r.random_epochs, r.search_epochs = 15.0, 35.0
     r.alpha_learning_rate, r.alpha_b1, r.alpha_b2, r.alpha_weight_decay = 1e-4, 0.5, 0.999, 5e-4
     r.branch_compute = "auto"
-    r.mask_period, r.noise_final, r.branch_scale_init = 48, 0.05, 0.0
+    r.mask_period, r.noise_final, r.branch_scale_init = 48, 0.05, -1.0
     r.fixed_mask = "searched"
     r.test_split = "test"
     for key, value in overrides.items():

@@ -38,14 +38,14 @@ paper's behaviour is ``SearchStability.paper()``):
   this at the fix step (paper: 1), so the masks settle on the alphas' top-k before it is
   fixed;
 * ``branch_scale_init``: every primitive's output scale (its last BatchNorm's gamma; the
-  online block's scale vector) starts at this (paper: 1). 0 makes every mask start as the
-  same network (the identity branches, shortcuts and stem), the branches growing in from
-  there.
+  online block's scale vector) starts at this (paper: 1; default: 0 for the exact block,
+  1 for the online one). 0 makes every mask start as the same network (the identity
+  branches, shortcuts and stem), the branches growing in from there.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -123,15 +123,24 @@ class SearchStability:
     The defaults are nas_jax's; ``paper()`` is the official code's behaviour."""
     mask_period: int = 48
     noise_final: float = 0.05
-    branch_scale_init: float = 0.0
+    branch_scale_init: Optional[float] = None
 
     def __post_init__(self):
         if self.mask_period < 1:
             raise ValueError(f"mask_period must be >= 1 step (1: a new mask every step), got {self.mask_period}")
         if not 0.0 <= self.noise_final <= 1.0:
             raise ValueError(f"noise_final must be in [0, 1] (1: no annealing), got {self.noise_final}")
-        if self.branch_scale_init < 0.0:
-            raise ValueError(f"branch_scale_init must be >= 0, got {self.branch_scale_init}")
+        if self.branch_scale_init is not None and self.branch_scale_init < 0.0:
+            raise ValueError(f"branch_scale_init must be >= 0 (or None: by block), got {self.branch_scale_init}")
+
+    def scale_init(self, online: bool) -> float:
+        """``branch_scale_init``, or by block when None: 0 for the exact block (each
+        primitive ends in its own BatchNorm, whose gamma can start at 0), 1 for the online
+        block (one BatchNorm after the collapsed conv: a layer without identity would feed
+        it a constant, whose normalisation has no useful gradient)."""
+        if self.branch_scale_init is not None:
+            return self.branch_scale_init
+        return 1.0 if online else 0.0
 
     @classmethod
     def paper(cls) -> "SearchStability":
@@ -193,8 +202,9 @@ class RepNASTask(Task):
     def init(self, rng, batch):
         variables = self.model.init({"params": rng}, batch["image"], train=False)
         params = variables["params"]
-        if self.stability.branch_scale_init != 1.0:
-            params = scale_primitive_outputs(params, self.layers, self.stability.branch_scale_init, self.online)
+        scale = self.stability.scale_init(self.online)
+        if scale != 1.0:
+            params = scale_primitive_outputs(params, self.layers, scale, self.online)
         shape = (len(self.layers), self.budget.total_branches // len(self.layers))
         alphas = jnp.zeros(shape, jnp.float32)
         extra = {"alphas": alphas, "alpha_opt": self.alpha_tx.init(alphas),
