@@ -20,18 +20,18 @@ from search_sanity import CONFIGS, baseline_job, supernet_only, train_accuracy_a
 
 from nas_jax.train.config import apply_overrides, load_config  # noqa: E402
 
-PAPER = ["--config.repnas.mask_period=1", "--config.repnas.noise_final=1.0", "--config.repnas.branch_scale_init=1.0"]
+PAPER = ["--config.repnas.noise_lifetime=1", "--config.repnas.noise_final=1.0", "--config.repnas.branch_scale_init=1.0"]
 SETTINGS = {
     "paper: a new mask every step, branches at full scale": PAPER,
-    "paper, fixed mask (one mask for the whole search)": PAPER[1:] + ["--config.repnas.mask_period=100000"],
+    "paper, fixed mask (one mask for the whole search)": PAPER[1:] + ["--config.repnas.noise_lifetime=100000"],
     "paper, kept_ratio 1.0 (every branch, no sampling)": PAPER + ["--config.repnas.kept_ratio=1.0"],
     "paper, kept_ratio 0.9": PAPER + ["--config.repnas.kept_ratio=0.9"],
     "paper, per_layer_cap 2 (exactly 2 branches a layer)": PAPER + ["--config.repnas.per_layer_cap=2"],
     "paper, learning rate 0.02": PAPER + ["--config.learning_rate=0.02"],
     "paper + branch_scale_init 0": PAPER[:2] + ["--config.repnas.branch_scale_init=0.0"],
-    "paper + mask_period 48": PAPER[1:] + ["--config.repnas.mask_period=48"],
+    "paper + noise_lifetime 48": PAPER[1:] + ["--config.repnas.noise_lifetime=48"],
     "paper + noise_final 0.05": [PAPER[0], PAPER[2], "--config.repnas.noise_final=0.05"],
-    "nas_jax defaults (mask_period 48, noise_final 0.05, branch_scale_init 0 exact / 1 online)": [],
+    "nas_jax defaults (noise_lifetime 48, noise_final 0.05, branch_scale_init 0 exact / 1 online)": [],
     "nas_jax defaults, online block": ["--config.block=repnas_online"],
     "nas_jax defaults, online block, branch_scale_init 0": ["--config.block=repnas_online",
                                                              "--config.repnas.branch_scale_init=0.0"],

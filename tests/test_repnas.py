@@ -195,11 +195,11 @@ def test_branch_compute_auto_picks_the_form_measured_faster_on_the_backend():
         resolve_branch_compute("fast")
 
 
-def test_a_mask_period_redraws_each_branch_noise_with_probability_one_over_the_period():
-    """With ``mask_period=3`` the step's mask is the top-k of the alphas plus the carried
+def test_each_branch_noise_is_redrawn_with_probability_one_over_its_lifetime():
+    """With ``noise_lifetime=3`` the step's mask is the top-k of the alphas plus the carried
     noise, whatever the step's own key; each step every noise entry is either kept or
     drawn anew, about a third of them (so the mask moves a few branches at a time)."""
-    task = _task(branch_compute="dense", stability=SearchStability(mask_period=3, noise_final=1.0,
+    task = _task(branch_compute="dense", stability=SearchStability(noise_lifetime=3, noise_final=1.0,
                                                                   branch_scale_init=1.0))
     batch = {"image": jnp.zeros((2, 16, 16, 3)), "label": jnp.zeros((2,), jnp.int32)}
     extra = _run_once(lambda key: task.init(key, batch), jax.random.key(0))["extra"]
@@ -209,17 +209,17 @@ def test_a_mask_period_redraws_each_branch_noise_with_probability_one_over_the_p
     for step in range(steps):
         rng = jax.random.fold_in(jax.random.key(1), step)
         mask, _ = task.step_sample(extra, rng)
-        np.testing.assert_array_equal(mask, kept_mask(extra["alphas"] + extra["period_noise"], task.budget))
+        np.testing.assert_array_equal(mask, kept_mask(extra["alphas"] + extra["noise"], task.budget))
         np.testing.assert_array_equal(mask, task.step_sample(extra, jax.random.key(99))[0])
         new = update(extra, grads, jnp.asarray(step), rng)
-        redrawn += int(np.sum(np.asarray(new["period_noise"]) != np.asarray(extra["period_noise"])))
+        redrawn += int(np.sum(np.asarray(new["noise"]) != np.asarray(extra["noise"])))
         extra = new
     expected = steps * extra["alphas"].size / 3  # 360; binomial std 11.5
     assert abs(redrawn - expected) < 5 * np.sqrt(expected * 2 / 3), redrawn
 
 
 def test_the_noise_scale_falls_linearly_over_the_search_phase():
-    task = _task(stability=SearchStability(mask_period=1, noise_final=0.1, branch_scale_init=1.0))
+    task = _task(stability=SearchStability(noise_lifetime=1, noise_final=0.1, branch_scale_init=1.0))
     # SearchSchedule(2, 2, 8): two search steps
     np.testing.assert_allclose([task.noise_scale(jnp.float32(s)) for s in (0, 1, 2, 5)], [1.0, 0.55, 0.1, 0.1],
                                rtol=1e-6)
@@ -230,8 +230,8 @@ def test_branches_start_silent_in_the_exact_block_and_at_full_scale_in_the_onlin
     assert (SearchStability().scale_init(online=False), SearchStability().scale_init(online=True)) == (0.0, 1.0)
     assert SearchStability(branch_scale_init=0.5).scale_init(online=True) == 0.5
     assert SearchStability.paper().scale_init(online=False) == 1.0
-    with pytest.raises(ValueError, match="mask_period"):
-        SearchStability(mask_period=0)
+    with pytest.raises(ValueError, match="noise_lifetime"):
+        SearchStability(noise_lifetime=0)
 
 
 @pytest.mark.parametrize("block", ["repnas", "repnas_online"])
@@ -243,7 +243,7 @@ def test_silent_branches_make_every_mask_start_as_one_network(block):
     logits, params = {}, {}
     for scale in (0.0, 1.0):
         task = _task(TinyNet(block=block), branch_compute="dense",
-                     stability=SearchStability(mask_period=1, noise_final=1.0, branch_scale_init=scale))
+                     stability=SearchStability(noise_lifetime=1, noise_final=1.0, branch_scale_init=scale))
         v = _run_once(lambda key: task.init(key, batch), jax.random.key(0))
         params[scale] = dict(jax.tree_util.tree_flatten_with_path(v["params"])[0])
         logits[scale] = []

@@ -11,7 +11,7 @@ def get_config():
     c = default_config()
     c.model = "resnet18"  # zoo model (nas_jax.models.MODELS) or package.module:function
     c.width = 0.25  # zoo width multiplier
-    c.dataset = "digits"  # digits | cifar10 | imagenet2012 | synthetic
+    c.dataset = "digits"  # digits | mnist | cifar10 | imagenet2012 | synthetic
     c.image_size = 32  # square input side (0: the dataset's own)
     c.batch_size = 64  # global batch, split over all devices
     c.eval_batch_size = 128  # global evaluation batch

@@ -25,7 +25,7 @@ def get_config():
     c.width = 1.0  # zoo width multiplier
     c.dtype = "bfloat16"  # compute dtype (parameters stay float32)
     # the first 10,000 training images are the width search's holdout (prune_search_imagenet.py)
-    c.dataset = "imagenet2012"  # digits | cifar10 | imagenet2012 | synthetic
+    c.dataset = "imagenet2012"  # digits | mnist | cifar10 | imagenet2012 | synthetic
     c.train_split = "train[10000:]"  # TFDS split read for training
     c.eval_split = "validation"  # TFDS split evaluated during training
     c.image_size = 224  # square input side (0: the dataset's own)

@@ -10,14 +10,14 @@ The paper's 150-epoch schedule (15 random, 35 search, 100 fixed) scaled down to
 that they can move about as far in 64 search steps (steps x lr ~ 2) as in the paper's
 35 ImageNet epochs (~175k steps x 1e-4 ~ 17); at 1e-4 the search would stay random.
 
-The search samples masks the nas_jax way (repnas.mask_period=48: each branch's noise
+The search samples masks the nas_jax way (repnas.noise_lifetime=48: each branch's noise
 lives 48 steps on average; noise_final=0.05; branch_scale_init=0.0), with which the
 supernet reaches about 0.8 train accuracy at the fix step; the paper's way (a new mask
 every step, branches at full scale) stays near chance here (README, "Does each search
 search?"):
 
     nas-jax repnas --config experiments/configs/repnas_digits.py --workdir W \
-        --config.repnas.mask_period=1 --config.repnas.noise_final=1.0 --config.repnas.branch_scale_init=1.0
+        --config.repnas.noise_lifetime=1 --config.repnas.noise_final=1.0 --config.repnas.branch_scale_init=1.0
 """
 from nas_jax.train.config import default_config
 from nas_jax.repnas.config import repnas_section
@@ -28,7 +28,7 @@ def get_config():
     c.model = "resnet18"  # zoo model (nas_jax.models.MODELS) or package.module:function
     c.block = "repnas"  # repnas (the exact block) | repnas_online (collapsed into one conv every step)
     c.width = 0.25  # zoo width multiplier
-    c.dataset = "digits"  # digits | cifar10 | imagenet2012 | synthetic
+    c.dataset = "digits"  # digits | mnist | cifar10 | imagenet2012 | synthetic
     c.train_split = "train"  # TFDS split read for training
     c.eval_split = "validation"  # TFDS split evaluated during training
     c.batch_size = 64  # global batch, split over all devices

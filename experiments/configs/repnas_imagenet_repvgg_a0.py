@@ -19,7 +19,7 @@ def get_config():
     c.block = "repnas"  # repnas (the exact block) | repnas_online (collapsed into one conv every step)
     c.width = 1.0  # zoo width multiplier
     c.dtype = "bfloat16"  # compute dtype (parameters stay float32)
-    c.dataset = "imagenet2012"  # digits | cifar10 | imagenet2012 | synthetic
+    c.dataset = "imagenet2012"  # digits | mnist | cifar10 | imagenet2012 | synthetic
     c.train_split = "train"  # TFDS split read for training
     c.eval_split = "validation"  # TFDS split evaluated during training
     c.image_size = 224

@@ -9,7 +9,7 @@ def get_config():
     c = default_config()
     c.model = "resnet18"  # zoo model (nas_jax.models.MODELS) or package.module:function
     c.width = 1.0  # zoo width multiplier
-    c.dataset = "cifar10"  # digits | cifar10 | imagenet2012 | synthetic
+    c.dataset = "cifar10"  # digits | mnist | cifar10 | imagenet2012 | synthetic
     c.train_split = "train"  # TFDS split read for training
     c.eval_split = "test"  # TFDS split evaluated during training
     c.batch_size = 128  # global batch, split over all devices

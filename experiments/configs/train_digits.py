@@ -10,7 +10,7 @@ def get_config():
     c = default_config()
     c.model = "resnet18"  # zoo model (nas_jax.models.MODELS) or package.module:function
     c.width = 0.25  # zoo width multiplier
-    c.dataset = "digits"  # digits | cifar10 | imagenet2012 | synthetic
+    c.dataset = "digits"  # digits | mnist | cifar10 | imagenet2012 | synthetic
     c.train_split = "train"  # TFDS split read for training
     c.eval_split = "validation"  # TFDS split evaluated during training
     c.batch_size = 64  # global batch, split over all devices

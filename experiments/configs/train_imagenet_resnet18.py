@@ -12,7 +12,7 @@ def get_config():
     c.model = "resnet18"  # zoo model (nas_jax.models.MODELS) or package.module:function
     c.width = 1.0  # zoo width multiplier
     c.dtype = "bfloat16"  # compute dtype (parameters stay float32)
-    c.dataset = "imagenet2012"  # digits | cifar10 | imagenet2012 | synthetic
+    c.dataset = "imagenet2012"  # digits | mnist | cifar10 | imagenet2012 | synthetic
     c.train_split = "train"  # TFDS split read for training
     c.eval_split = "validation"  # TFDS split evaluated during training
     c.image_size = 224

@@ -20,9 +20,9 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
     alpha_*: the alphas' Adam (L2 weight decay); branch_compute: 'cond' (masked branches
       not computed), 'dense' (all six computed, masked ones weighted 0) or 'auto' (the
       faster on the backend: dense on the CPU, 3.45x faster there, cond elsewhere);
-    mask_period, noise_final, branch_scale_init: how the search samples masks and how the
+    noise_lifetime, noise_final, branch_scale_init: how the search samples masks and how the
       branches start (``nas_jax.repnas.task.SearchStability``): each branch's Gumbel noise
-      lives ``mask_period`` steps on average, the noise is annealed from 1 to
+      lives ``noise_lifetime`` steps on average, the noise is annealed from 1 to
       ``noise_final`` over the search phase, every primitive's output scale starts at
       ``branch_scale_init`` (-1: 0 for the exact block, 1 for the online one). Defaults
       48 / 0.05 / -1 make the supernet learn (README, "Does each search search?"); the
@@ -37,7 +37,7 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
     r.random_epochs, r.search_epochs = 15.0, 35.0
     r.alpha_learning_rate, r.alpha_b1, r.alpha_b2, r.alpha_weight_decay = 1e-4, 0.5, 0.999, 5e-4
     r.branch_compute = "auto"
-    r.mask_period, r.noise_final, r.branch_scale_init = 48, 0.05, -1.0
+    r.noise_lifetime, r.noise_final, r.branch_scale_init = 48, 0.05, -1.0
     r.fixed_mask = "searched"
     r.test_split = "test"
     for key, value in overrides.items():

@@ -72,7 +72,7 @@ def build_task(config: ml_collections.ConfigDict, train_data: Pipeline, model=No
     schedule = SearchSchedule(int(round(r.random_epochs * steps_per_epoch)),
                               int(round(r.search_epochs * steps_per_epoch)), total_steps(config, train_data))
     tx = alpha_optimizer(r.alpha_learning_rate, r.alpha_b1, r.alpha_b2, r.alpha_weight_decay)
-    stability = SearchStability(r.mask_period, r.noise_final,
+    stability = SearchStability(r.noise_lifetime, r.noise_final,
                                 None if r.branch_scale_init == -1.0 else r.branch_scale_init)
     return RepNASTask(model, layers, budget, schedule, tx, r.branch_compute, config.label_smoothing, stability)
 

@@ -22,18 +22,19 @@ The task's own state, ``TrainState.extra`` (checkpointed with the rest):
   over phase 2, in ``S = min(MASK_TRACE_SNAPSHOTS, search_steps)`` evenly spaced
   snapshots (snapshot ``s`` is the mask after the last search step of the ``s``-th of
   ``S`` equal parts of the phase);
-* ``period_noise`` f32 ``[L, 6]``: the slowly refreshed Gumbel noise ``g1 - g2`` (unused
-  with a mask period of 1).
+* ``noise`` f32 ``[L, 6]``: the slowly refreshed Gumbel noise ``g1 - g2`` (unused
+  with a noise lifetime of 1).
 
 Three settings make the supernet learn (``SearchStability``; measured in the README, the
 paper's behaviour is ``SearchStability.paper()``):
 
-* ``mask_period``: the mean lifetime, in steps, of each branch's Gumbel noise: every step
-  each entry is drawn anew with probability ``1 / mask_period`` (paper: 1, all noise new
-  every step), so the mask changes by a few branches a step instead of all at once (each
-  entry's noise is still exactly ``g1 - g2``). Masks that change every step, keeping about two of six branch kinds per
-  layer, make the network a different function each step, and a ResNet-18 supernet on
-  digits stays near chance for the whole search;
+* ``noise_lifetime``: the mean lifetime, in steps, of each branch's Gumbel noise: every
+  step each entry is drawn anew with probability ``1 / noise_lifetime`` (paper: 1, all
+  noise new every step; each entry's noise is still exactly ``g1 - g2``). A whole new mask
+  every step, keeping about two of six branch kinds per layer, makes the network a
+  different function each step: a ResNet-18 supernet on digits stays near chance for the
+  whole search. A whole new mask every N steps loses at each change what the last mask
+  learnt; a few branches changing a step does not;
 * ``noise_final``: the Gumbel noise scale falls linearly from 1 at the start of phase 2 to
   this at the fix step (paper: 1), so the masks settle on the alphas' top-k before it is
   fixed;
@@ -121,13 +122,14 @@ class SearchSchedule:
 class SearchStability:
     """How the search phases sample masks and how the branches start; see the module doc.
     The defaults are nas_jax's; ``paper()`` is the official code's behaviour."""
-    mask_period: int = 48
+    noise_lifetime: int = 48
     noise_final: float = 0.05
     branch_scale_init: Optional[float] = None
 
     def __post_init__(self):
-        if self.mask_period < 1:
-            raise ValueError(f"mask_period must be >= 1 step (1: a new mask every step), got {self.mask_period}")
+        if self.noise_lifetime < 1:
+            raise ValueError(f"noise_lifetime must be >= 1 step (1: a new mask every step), "
+                             f"got {self.noise_lifetime}")
         if not 0.0 <= self.noise_final <= 1.0:
             raise ValueError(f"noise_final must be in [0, 1] (1: no annealing), got {self.noise_final}")
         if self.branch_scale_init is not None and self.branch_scale_init < 0.0:
@@ -144,7 +146,7 @@ class SearchStability:
 
     @classmethod
     def paper(cls) -> "SearchStability":
-        return cls(mask_period=1, noise_final=1.0, branch_scale_init=1.0)
+        return cls(noise_lifetime=1, noise_final=1.0, branch_scale_init=1.0)
 
 
 def alpha_optimizer(learning_rate: float = 1e-4, b1: float = 0.5, b2: float = 0.999,
@@ -210,7 +212,7 @@ class RepNASTask(Task):
         extra = {"alphas": alphas, "alpha_opt": self.alpha_tx.init(alphas),
                  "kept_steps": jnp.zeros(shape, jnp.float32), "search_steps": jnp.zeros((), jnp.float32),
                  "mask_trace": jnp.zeros((self.schedule.trace_snapshots, *shape), jnp.float32),
-                 "period_noise": gumbel_rank(jnp.zeros_like(alphas), jax.random.fold_in(rng, 1))}
+                 "noise": gumbel_rank(jnp.zeros_like(alphas), jax.random.fold_in(rng, 1))}
         return {"params": params, "batch_stats": variables["batch_stats"], "extra": extra}
 
     # -- masks ----------------------------------------------------------------------------
@@ -221,13 +223,13 @@ class RepNASTask(Task):
         return mask, straight_through(rank, mask)
 
     def step_sample(self, extra, rng):
-        """``(mask, weights)`` of one training step whose own key is ``rng``: with a mask
-        period of 1, fresh noise from ``rng``; else the slowly refreshed
-        ``extra['period_noise']``. The noise is scaled by the annealing schedule."""
+        """``(mask, weights)`` of one training step whose own key is ``rng``: with a noise
+        lifetime of 1, fresh noise from ``rng``; else the slowly refreshed
+        ``extra['noise']``. The noise is scaled by the annealing schedule."""
         scale = self.noise_scale(extra["search_steps"])
-        if self.stability.mask_period == 1:
+        if self.stability.noise_lifetime == 1:
             return self.sample(extra["alphas"], rng, scale)
-        rank = extra["alphas"] + scale * extra["period_noise"]
+        rank = extra["alphas"] + scale * extra["noise"]
         mask = kept_mask(rank, self.budget)
         return mask, straight_through(rank, mask)
 
@@ -271,7 +273,7 @@ class RepNASTask(Task):
         """Phase 1: alphas unchanged; phase 2: one alpha optimiser step, the step's mask
         (drawn again as the loss drew it) counted into ``kept_steps`` and the new
         noise-free mask written to its ``mask_trace`` snapshot. Each entry of the noise is
-        drawn anew with probability ``1 / mask_period`` (from ``rng``)."""
+        drawn anew with probability ``1 / noise_lifetime`` (from ``rng``)."""
         searching = step >= self.schedule.random_steps
         mask, _ = self.step_sample(extra, rng)
         updates, alpha_opt = self.alpha_tx.update(extra_grads["alphas"], extra["alpha_opt"], extra["alphas"])
@@ -280,12 +282,12 @@ class RepNASTask(Task):
         slot = jnp.clip(self.schedule.trace_slot(step), 0, self.schedule.trace_snapshots - 1)
         trace = extra["mask_trace"].at[slot].set(kept_mask(alphas, self.budget))
         fresh_key, refresh_key = jax.random.split(jax.random.fold_in(rng, 1))
-        refresh = jax.random.bernoulli(refresh_key, 1.0 / self.stability.mask_period, alphas.shape)
-        noise = jnp.where(refresh, gumbel_rank(jnp.zeros_like(alphas), fresh_key), extra["period_noise"])
+        refresh = jax.random.bernoulli(refresh_key, 1.0 / self.stability.noise_lifetime, alphas.shape)
+        noise = jnp.where(refresh, gumbel_rank(jnp.zeros_like(alphas), fresh_key), extra["noise"])
         return {**extra, "alphas": alphas, "mask_trace": keep_old(trace, extra["mask_trace"]),
                 "alpha_opt": jax.tree.map(keep_old, alpha_opt, extra["alpha_opt"]),
                 "kept_steps": extra["kept_steps"] + searching * mask,
-                "search_steps": extra["search_steps"] + searching, "period_noise": noise}
+                "search_steps": extra["search_steps"] + searching, "noise": noise}
 
 
 def fixed_phase_start(state):
