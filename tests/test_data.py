@@ -92,7 +92,7 @@ def test_empty_and_too_small_datasets_are_errors():
     with pytest.raises(ValueError, match="exceeds"):
         tiny.train_batches(4, 0)
     with pytest.raises(ValueError, match="unknown dataset"):
-        create_pipeline("mnist", "train")
+        create_pipeline("emnist", "train")
 
 
 def test_image_transforms_shapes():

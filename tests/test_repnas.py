@@ -235,25 +235,27 @@ def test_branches_start_silent_in_the_exact_block_and_at_full_scale_in_the_onlin
 
 
 @pytest.mark.parametrize("block", ["repnas", "repnas_online"])
-def test_silent_branches_make_every_mask_start_as_one_network(block):
-    """``branch_scale_init=0``: two different masks give the same logits at initialisation
-    (only the identity branches, shortcuts and the head act); with the paper's 1 they differ.
-    Only the primitives' output scales are changed, to 0."""
+def test_silent_branches_make_masks_agree_where_a_layer_has_identity(block):
+    """``branch_scale_init=0``: the primitives of layers with an identity branch start at
+    scale 0, so two masks that differ only there give the same logits; with the paper's 1
+    they differ. Layers without one are untouched (silenced, they would output 0 and a
+    ReLU after them would pass no gradient back)."""
     batch = {"image": jax.random.normal(jax.random.key(3), (4, 16, 16, 3)), "label": jnp.arange(4)}
+    other_rows = [[1, 0, 1, 0, 0, 0], None, [0, 1, 0, 0, 1, 0]]  # conv1, conv2 (identity), conv3
+    masks = [jnp.asarray([row or conv2 for row in other_rows], jnp.float32)
+             for conv2 in ([1, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1])]
     logits, params = {}, {}
     for scale in (0.0, 1.0):
         task = _task(TinyNet(block=block), branch_compute="dense",
                      stability=SearchStability(noise_lifetime=1, noise_final=1.0, branch_scale_init=scale))
         v = _run_once(lambda key: task.init(key, batch), jax.random.key(0))
         params[scale] = dict(jax.tree_util.tree_flatten_with_path(v["params"])[0])
-        logits[scale] = []
-        for seed in (5, 6):
-            mask, weights = task.sample(v["extra"]["alphas"], jax.random.key(seed))
-            variables = {"params": v["params"], "batch_stats": v["batch_stats"],
-                         "branch_weights": task._branch_weights(mask, weights)}
-            logits[scale].append(task.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])[0])
+        logits[scale] = [task.model.apply({"params": v["params"], "batch_stats": v["batch_stats"],
+                                           "branch_weights": task._branch_weights(mask, mask)},
+                                          batch["image"], train=True, mutable=["batch_stats"])[0] for mask in masks]
+    assert [layer.path for layer in task.layers if layer.has_identity] == ["conv2"]
     changed = [k for k in params[1.0] if not np.array_equal(params[1.0][k], params[0.0][k])]
-    assert len(changed) == 6 * len(task.layers)
-    assert all("scale" in jax.tree_util.keystr(k) and not np.any(params[0.0][k]) for k in changed)
+    assert len(changed) == 6 and all("conv2" in jax.tree_util.keystr(k) and "scale" in jax.tree_util.keystr(k)
+                                     and not np.any(params[0.0][k]) for k in changed)
     np.testing.assert_allclose(logits[0.0][0], logits[0.0][1], rtol=1e-6, atol=1e-6)
     assert not np.allclose(logits[1.0][0], logits[1.0][1], atol=1e-3)

@@ -84,11 +84,13 @@ def find_searchable_layers(model: nn.Module, input_shape: Sequence[int]) -> Tupl
 
 
 def scale_primitive_outputs(params, layers: Sequence[SearchableLayer], factor: float, online: bool = False):
-    """``params`` with the output scale of every primitive of every searchable layer (the
-    gamma of the primitive's last BatchNorm; the online block's scale vector) multiplied by
-    ``factor``; the identity branch and everything else unchanged. 0 starts every branch
-    silent, so every mask of a search starts from the same network."""
-    wanted = {f"{layer.path}/{branch}/scale" for layer in layers
+    """``params`` with the output scale of every primitive (the gamma of its last
+    BatchNorm; the online block's scale vector) of every searchable layer *with an
+    identity branch* multiplied by ``factor``; everything else unchanged. 0 starts those
+    layers as their identity branch alone, so every mask starts from the same network.
+    A layer without identity is left alone: silenced, it would output exactly 0, and a
+    ReLU after it would pass no gradient back to it, ever."""
+    wanted = {f"{layer.path}/{branch}/scale" for layer in layers if layer.has_identity
               for branch in OUTPUT_SCALES["online" if online else "exact"]}
     flat = traverse_util.flatten_dict(params, sep="/")
     missing = wanted - set(flat)

@@ -38,10 +38,12 @@ paper's behaviour is ``SearchStability.paper()``):
 * ``noise_final``: the Gumbel noise scale falls linearly from 1 at the start of phase 2 to
   this at the fix step (paper: 1), so the masks settle on the alphas' top-k before it is
   fixed;
-* ``branch_scale_init``: every primitive's output scale (its last BatchNorm's gamma; the
-  online block's scale vector) starts at this (paper: 1; default: 0 for the exact block,
-  1 for the online one). 0 makes every mask start as the same network (the identity
-  branches, shortcuts and stem), the branches growing in from there.
+* ``branch_scale_init``: in layers with an identity branch, every primitive's output scale
+  (its last BatchNorm's gamma; the online block's scale vector) starts at this (paper: 1;
+  default: 0 for the exact block, 1 for the online one). 0 starts those layers as their
+  identity branch, whatever the mask, the branches growing in from there. Layers without
+  identity keep 1: silenced, their output would be exactly 0 and the ReLU after it would
+  never pass them a gradient.
 """
 from __future__ import annotations
 
