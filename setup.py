@@ -28,6 +28,10 @@ setup(
         # plus `pip install --no-deps jax2onnx==0.17.1` (its orbax pin conflicts with ours)
         "onnx": ["onnx>=1.23", "onnx-ir>=1.1", "onnxruntime>=1.31", "equinox>=0.13.1", "dm-pix>=0.4.4",
                  "einops>=0.8.1"],
+        # the published linen models the tests run the pipeline on (tests/external_models.py);
+        # plus `pip install --no-deps flaxmodels==0.1.3` (it asks for the `dataclasses`
+        # backport, which Python 3.11 must not get); these are what it imports
+        "external": ["jax-resnet==0.0.4", "h5py>=3.16", "regex>=2026.11.19", "requests>=2.34", "pillow>=13.0"],
         "dev": ["pytest>=9.2", "pytest-xdist>=3.8", "hypothesis>=6.170"],
     },
     entry_points={"console_scripts": ["nas-jax=nas_jax.cli:main"]},

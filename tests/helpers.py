@@ -1,4 +1,7 @@
-"""Shared test helpers: random variables with non-trivial BatchNorm statistics."""
+"""Shared test helpers: random variables with non-trivial BatchNorm statistics, relative
+errors, float64 copies, and the exported-vs-masked comparison of a pruned network."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,10 +32,56 @@ def rel_l2(a, b):
 def random_variables(model, x, seed=0, scale=0.3):
     """Random variables for ``model`` on input ``x`` without running its initialisers
     (compiling a big model's random init costs far more than the test itself)."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
     return randomize(shapes, seed, scale)
 
 
 def as_float64(tree):
     """Every array leaf of ``tree`` as float64 (call under ``jax.enable_x64(True)``)."""
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def masked_eval(task, variables, channels, images):
+    """Eval-mode logits of ``task``'s masked network (``nas_jax.pruning.masked``)."""
+    from nas_jax.pruning import masked
+    return masked.masked_apply(task.model, task.graph, variables, channels, images, False)
+
+
+def exported_and_masked_in_float64(task, params, ratios, images, computes_in=jnp.float64):
+    """(exported model, its variables, channels, exported logits, masked logits) for
+    ``ratios``, everything in float64: the PruningNet's parameters, the generated weights,
+    the BatchNorm statistics recalibrated on ``images[:2]``, the input ``images[2]`` and the
+    logits. Float32 rounding (jit fusion order, statistics of two batches of 8) moves the
+    two forms apart by up to ~3e-5 relative on some configurations; in float64 they agree
+    to ~1e-14. ``computes_in``: the logits' dtype, float32 for a model that casts to it in
+    its own code."""
+    from nas_jax.pruning.export import export_network
+    from nas_jax.pruning.task import configuration_variables
+    with jax.enable_x64(True):
+        images = as_float64(images)
+        variables, channels = configuration_variables(task, as_float64(params), ratios, images[:2])
+        reference = masked_eval(task, variables, channels, images[2])
+        model, pruned = export_network(task.spec, task.graph, variables, channels)
+        exported = jax.jit(lambda v, x: model.apply(v, x, train=False))(pruned, images[2])
+    assert exported.dtype == reference.dtype == computes_in
+    return model, pruned, channels, exported, reference
+
+
+def jaxpr_macs(jaxpr) -> int:
+    """Multiply-accumulates of every conv and matrix product in ``jaxpr`` (recursing into
+    nested jaxprs), counted from their shapes alone."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        for p in eqn.params.values():
+            inner = getattr(p, "jaxpr", p)
+            if hasattr(inner, "eqns"):
+                total += jaxpr_macs(inner)
+        if eqn.primitive.name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            total += int(np.prod(eqn.outvars[0].aval.shape)) * rhs[0] * rhs[1] * rhs[2]  # HWIO: taps x inputs per group
+        elif eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += int(np.prod(eqn.outvars[0].aval.shape)) * int(np.prod([lhs[a] for a in contract]))
+    return total

@@ -31,7 +31,3 @@ def conv2d(x, kernel, strides=1, padding=0, groups=1, bias=None, pad_value=0.0):
         y += np.asarray(bias, np.float64)
     return y
 
-
-def rel_l2(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))

@@ -26,8 +26,7 @@ from nas_jax.pruning.export import export_network
 from nas_jax.pruning.graph import IMAGE, build_layer_graph, intercept_layers
 from nas_jax.pruning.task import PruningTask, configuration_variables
 from nas_jax.pruning.widths import WidthGrid, sample_ratios, save_widths, uniform_ratios
-from helpers import as_float64, random_variables
-from reference import rel_l2
+from helpers import as_float64, exported_and_masked_in_float64, jaxpr_macs, random_variables, rel_l2
 
 SIZE = 16
 MODELS = ("tiny_unet", "dense_block_net", "flatten_mlp", "grouped_gn")
@@ -108,37 +107,6 @@ def test_user_model_structures():
         assert [g.fixed for g in graph.groups].count(True) == 1  # only the classifier
 
 
-def _exported_and_masked_in_float64(task, params, ratios, images):
-    with jax.enable_x64(True):
-        images = as_float64(images)
-        variables, channels = configuration_variables(task, as_float64(params), ratios, images[:2])
-        reference = masked.masked_apply(task.model, task.graph, variables, channels, images[2], False)
-        model, pruned = export_network(task.spec, task.graph, variables, channels)
-        exported = model.apply(pruned, images[2])
-    assert exported.dtype == reference.dtype == jnp.float64
-    return model, pruned, channels, exported, reference
-
-
-def _jaxpr_macs(jaxpr) -> int:
-    """Multiply-accumulates of every conv and matrix product in ``jaxpr`` (recursing into
-    nested jaxprs), counted from their shapes alone."""
-    total = 0
-    for eqn in jaxpr.eqns:
-        for p in eqn.params.values():
-            inner = getattr(p, "jaxpr", p)
-            if hasattr(inner, "eqns"):
-                total += _jaxpr_macs(inner)
-        if eqn.primitive.name == "conv_general_dilated":
-            lhs, rhs = (v.aval.shape for v in eqn.invars)
-            out = eqn.outvars[0].aval.shape
-            total += int(np.prod(out)) * rhs[0] * rhs[1] * rhs[2]  # HWIO kernel: taps x inputs per group
-        elif eqn.primitive.name == "dot_general":
-            (contract, _), _ = eqn.params["dimension_numbers"]
-            lhs = eqn.invars[0].aval.shape
-            total += int(np.prod(eqn.outvars[0].aval.shape)) * int(np.prod([lhs[a] for a in contract]))
-    return total
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_exported_user_model_equals_masked_and_costs_what_the_graph_says(name):
     task = TASKS[name]
@@ -146,7 +114,7 @@ def test_exported_user_model_equals_masked_and_costs_what_the_graph_says(name):
     images = jax.random.normal(jax.random.key(5), (3, 8, SIZE, SIZE, 3))
     for seed in range(3):
         ratios = sample_ratios(jax.random.key(seed), task.graph, GRID)
-        model, pruned, channels, exported, reference = _exported_and_masked_in_float64(task, params, ratios, images)
+        model, pruned, channels, exported, reference = exported_and_masked_in_float64(task, params, ratios, images)
         assert rel_l2(exported, reference) < 1e-10, seed
         with jax.enable_x64(True):  # really pruned: the full-width network computes something else
             full_vars, full = configuration_variables(task, as_float64(params), uniform_ratios(task.graph, 1.0),
@@ -155,8 +123,8 @@ def test_exported_user_model_equals_masked_and_costs_what_the_graph_says(name):
         if np.any(np.asarray(channels) != np.asarray(full)):
             assert rel_l2(full_logits, reference) > 1e-3
         cost = network_cost(task.graph, channels)
-        jaxpr = jax.make_jaxpr(lambda x: model.apply(pruned, x))(jnp.zeros((1, SIZE, SIZE, 3)))
-        assert cost["flops"] == _jaxpr_macs(jaxpr.jaxpr), seed
+        jaxpr = jax.make_jaxpr(lambda x: model.apply(pruned, x, train=False))(jnp.zeros((1, SIZE, SIZE, 3)))
+        assert cost["flops"] == jaxpr_macs(jaxpr.jaxpr), seed
         assert cost["params"] == sum(int(np.size(a)) for a in jax.tree.leaves(pruned["params"])), seed
         small = build_layer_graph(model, (1, SIZE, SIZE, 3))  # the exported model is that model, smaller
         assert [layer.out_channels for layer in small.layers] == [int(channels[layer.group]) for layer in task.graph.layers]

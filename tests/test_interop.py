@@ -14,6 +14,7 @@ from nas_jax.interop import names
 from nas_jax.models.repvgg import RepVGG
 from nas_jax.models.resnet import ResNet
 from nas_jax.rep.blocks import ConvBN, DiverseBranchBlock
+from helpers import rel_l2
 
 
 def random_variables(abstract, seed=0):
@@ -35,11 +36,6 @@ def assert_same_tree(a, b):
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         assert x.shape == y.shape and x.dtype == y.dtype
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-def rel_l2(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def tiny_resnet(block="plain"):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from nas_jax.cli import main
-from reference import rel_l2
+from helpers import rel_l2
 from torch_zoo import torch, torchvision
 
 

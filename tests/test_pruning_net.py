@@ -11,15 +11,13 @@ from hypothesis import Phase, given, settings, strategies as st
 
 from nas_jax.cli import main
 from nas_jax.models.network import ZooSpec, load_network, save_network
-from nas_jax.pruning import masked
 from nas_jax.pruning.export import export_network
 from nas_jax.pruning.graph import zoo_graph
 from nas_jax.pruning.pruningnet import expand
 from nas_jax.pruning.task import PruningTask, configuration_variables
 from nas_jax.pruning.widths import WidthGrid, full_channels, sample_ratios, save_widths, uniform_ratios
 from nas_jax.train.task import cross_entropy
-from helpers import as_float64
-from reference import rel_l2
+from helpers import as_float64, exported_and_masked_in_float64, masked_eval, rel_l2
 
 SIZE = 32
 GRID = WidthGrid.arange(0.1, 1.0, 0.1)
@@ -37,37 +35,17 @@ def params():
     return {name: jax.jit(task.init)(jax.random.key(0), None)["params"] for name, task in TASKS.items()}
 
 
-_masked_eval = jax.jit(lambda task, v, c, x: masked.masked_apply(task.model, task.graph, v, c, x, False),
-                       static_argnums=0)
-
-
-def _exported_and_masked_in_float64(task, params, ratios, images):
-    """(exported logits, masked logits) for ``ratios``, everything in float64: the
-    PruningNet's parameters, the generated weights, the BatchNorm statistics recalibrated
-    on ``images[:2]``, the input ``images[2]`` and the logits. Float32 rounding (jit fusion
-    order, statistics of two batches of 8) moves the two forms apart by up to ~3e-5
-    relative on some configurations; in float64 they agree to ~1e-14."""
-    with jax.enable_x64(True):
-        images = as_float64(images)
-        variables, channels = configuration_variables(task, as_float64(params), ratios, images[:2])
-        reference = _masked_eval(task, variables, channels, images[2])
-        model, pruned = export_network(task.spec, task.graph, variables, channels)
-        exported = jax.jit(model.apply)(pruned, images[2])
-    assert exported.dtype == reference.dtype == jnp.float64
-    return exported, reference
-
-
 @settings(max_examples=4, deadline=None, phases=(Phase.explicit, Phase.generate))
 @given(st.sampled_from(sorted(TASKS)), st.integers(0, 2**31 - 1))
 def test_exported_network_equals_masked_forward(images, params, name, seed):
     task = TASKS[name]
     ratios = sample_ratios(jax.random.key(seed), task.graph, GRID)
-    exported, reference = _exported_and_masked_in_float64(task, params[name], ratios, images)
+    _, _, _, exported, reference = exported_and_masked_in_float64(task, params[name], ratios, images)
     assert rel_l2(exported, reference) < 1e-10
     # the masked network really is pruned: its output differs from the full-width one
     full_vars, full_channels = configuration_variables(task, params[name], uniform_ratios(task.graph, 1.0),
                                                        images[:2])
-    assert rel_l2(_masked_eval(task, full_vars, full_channels, images[2]), reference) > 1e-3
+    assert rel_l2(masked_eval(task, full_vars, full_channels, images[2]), reference) > 1e-3
 
 
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2"])
@@ -75,7 +53,7 @@ def test_deep_exported_network_equals_masked_forward(images, name):
     task = PruningTask(ZooSpec(name, 10, 0.125, SIZE), GRID, gcn_features=8, gcn_depth=2, generator_hidden=4)
     params = jax.jit(task.init)(jax.random.key(0), None)["params"]
     ratios = sample_ratios(jax.random.key(3), task.graph, GRID)
-    exported, reference = _exported_and_masked_in_float64(task, params, ratios, images)
+    _, _, _, exported, reference = exported_and_masked_in_float64(task, params, ratios, images)
     assert rel_l2(exported, reference) < 1e-10
 
 

@@ -10,7 +10,7 @@ from nas_jax import branches_from_plain, create_model, fuse_params
 from nas_jax.interop import (StateDictMismatchError, from_timm, from_torchvision, resize_torch_module, to_timm,
                              to_torchvision)
 from helpers import randomize
-from reference import rel_l2
+from helpers import rel_l2
 from torch_zoo import as_torch, random_eval, timm, torch, torch_out, torchvision
 
 SIZE = 64

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nas_jax.rep import transforms as T
-from reference import conv2d, rel_l2
+from helpers import rel_l2
+from reference import conv2d
 
 SETTINGS = settings(max_examples=30, deadline=None)
 

@@ -1,4 +1,4 @@
-"""Four user models that are not in the zoo, written as a user would (plain ints for the
+"""User models that are not in the zoo, written as a user would (plain ints for the
 layer sizes, no width argument), for the bring-your-own-model tests. Each is a
 ``function(num_classes)`` returning a linen module called as ``module(images, train=...)``."""
 import flax.linen as nn
@@ -51,6 +51,20 @@ class FlattenMLP(nn.Module):
         return nn.Dense(self.num_classes, name="fc2")(x)
 
 
+class TrainByDefault(nn.Module):
+    """Conv-BN layers and a residual, called as ``module(x, train=True)`` unless told
+    otherwise: the common Flax convention (eval only when asked)."""
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        x = nn.relu(_bn(train)(nn.Conv(8, (3, 3), use_bias=False, name="stem")(x)))
+        y = nn.relu(_bn(train)(nn.Conv(12, (3, 3), use_bias=False, name="conv1")(x)))
+        y = _bn(train)(nn.Conv(8, (3, 3), use_bias=False, name="conv2")(y))
+        x = nn.relu(x + y)
+        return nn.Dense(self.num_classes, name="head")(x.mean(axis=(1, 2)))
+
+
 class GroupedGN(nn.Module):
     """Grouped and depthwise convs with GroupNorm, and a residual addition."""
     num_classes: int = 10
@@ -80,3 +94,7 @@ def flatten_mlp(num_classes=10):
 
 def grouped_gn(num_classes=10):
     return GroupedGN(num_classes)
+
+
+def train_by_default(num_classes=10):
+    return TrainByDefault(num_classes)

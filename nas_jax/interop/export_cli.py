@@ -46,7 +46,8 @@ def _fused_run(workdir):
                          widths=tuple((p, int(w)) for p, w in doc.get("widths", [])))
     config = restore_config(workdir)
     image_shape = pipeline_from_config(config, config.eval_split).image_shape
-    target = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)))
+    target = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                            jnp.zeros((1,) + tuple(image_shape)))
     with ocp.StandardCheckpointer() as checkpointer:
         variables = checkpointer.restore(os.path.abspath(os.path.join(workdir, "deploy")), target)
     return model, variables, tuple(image_shape)

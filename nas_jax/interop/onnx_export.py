@@ -40,13 +40,13 @@ def export_onnx(model, variables, path: str, input_shape: Sequence[int], seed: i
     inference = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     if getattr(model, "block", None) == "plain":
         model, inference = fuse_params(model, inference, input_shape=(1,) + tuple(input_shape[1:]))
-    to_onnx(lambda x: model.apply(inference, x), [("B",) + tuple(input_shape[1:])], return_mode="file",
+    to_onnx(lambda x: model.apply(inference, x, train=False), [("B",) + tuple(input_shape[1:])], return_mode="file",
             output_path=str(path))
     x = np.asarray(jax.random.normal(jax.random.key(seed), tuple(input_shape), jnp.float32))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ours = session.run(None, {session.get_inputs()[0].name: x})[0]
     with jax.default_matmul_precision("highest"):
-        reference = np.asarray(jax.jit(model.apply)(inference, x), np.float64)
+        reference = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(inference, x), np.float64)
     diff = np.asarray(ours, np.float64) - reference
     return {"path": str(path), "input_shape": list(input_shape),
             "relative_l2": float(np.linalg.norm(diff) / max(np.linalg.norm(reference), 1e-30)),

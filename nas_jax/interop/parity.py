@@ -97,7 +97,7 @@ def _fuse_model(model, input_shape, variables):
 def _forward(module, activation, variables, x):
     """``activation(module(x))`` in eval mode. Modules are static (hashed by value), so files
     of one architecture share the compiled program."""
-    return activation(module.apply(variables, x))
+    return activation(module.apply(variables, x, train=False))
 
 
 @dataclasses.dataclass(frozen=True)

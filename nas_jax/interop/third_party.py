@@ -183,13 +183,15 @@ def _build(arch: Architecture, renamed, input_shape) -> Tuple[object, dict]:
     model = create_model(arch.zoo_name, block=arch.block)
     model = model_at_widths(model, state_dict_param_shapes(renamed), input_shape)
     if arch.branch_mask is not None:
-        reference = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(input_shape, jnp.float32))
+        reference = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                                   jax.ShapeDtypeStruct(input_shape, jnp.float32))
         layers = sorted({path[0] for path in traverse_util.flatten_dict(reference["params"]) if "_ops_2" in path})
         model = model.clone(branch_mask=tuple((layer, arch.branch_mask) for layer in layers))
     if arch.branch_mask is None:  # every variable comes from the checkpoint: shapes suffice
-        reference = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(input_shape, jnp.float32))
+        reference = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                                   jax.ShapeDtypeStruct(input_shape, jnp.float32))
         return model, torch_to_flax(renamed, reference)
-    initial = model.init(jax.random.key(0), jnp.zeros(input_shape, jnp.float32))
+    initial = model.init(jax.random.key(0), jnp.zeros(input_shape, jnp.float32), train=False)
     return model, _fill_kept_primitives(renamed, initial, arch.branch_mask)
 
 

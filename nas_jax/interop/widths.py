@@ -33,7 +33,8 @@ def state_dict_param_shapes(state_dict: Mapping) -> Dict[Tuple[str, ...], Tuple[
 def deploy_layer_kernels(model: nn.Module, input_shape) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
     """``{layer path: deploy kernel shape}`` of a zoo model (HWIO; the classifier [in, out])."""
     deploy = model.clone(block="deploy", branch_mask=())
-    shapes = jax.eval_shape(deploy.init, jax.random.key(0), jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    shapes = jax.eval_shape(lambda x: deploy.init(jax.random.key(0), x, train=False),
+                            jax.ShapeDtypeStruct(input_shape, jnp.float32))
     flat = traverse_util.flatten_dict(shapes["params"])
     return {path[:-2] if path[-2] == "conv" else path[:-1]: tuple(leaf.shape)
             for path, leaf in flat.items() if path[-1] == "kernel"}

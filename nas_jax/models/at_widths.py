@@ -20,13 +20,15 @@ Overrides = Tuple[Tuple[str, Tuple[Tuple[str, int], ...]], ...]  # ((module path
 
 
 @contextlib.contextmanager
-def override_attributes(overrides: Dict[str, Dict[str, int]]):
+def override_attributes(overrides: Dict[str, Dict[str, int]], prefix: Tuple[str, ...] = ()):
     """Within the context, a call of an ``nn.Conv`` or ``nn.Dense`` whose ``/``-joined path
-    is a key of ``overrides`` runs as that module with the attributes replaced."""
+    (less a leading ``prefix``) is a key of ``overrides`` runs as that module with the
+    attributes replaced."""
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
-        changes = overrides.get("/".join(module.path)) if context.method_name == "__call__" else None
+        path = module.path[len(prefix):] if module.path[:len(prefix)] == prefix else module.path
+        changes = overrides.get("/".join(path)) if context.method_name == "__call__" else None
         if changes is None or not isinstance(module, (nn.Conv, nn.Dense)):
             return next_fun(*args, **kwargs)
         resized = module.clone(parent=None, **changes)
@@ -49,5 +51,23 @@ class AtWidths(nn.Module):
         nn.share_scope(self, self.model)
 
     def __call__(self, *args, **kwargs):
-        with override_attributes({path: dict(changes) for path, changes in self.overrides}):
+        # Flax names a submodule that the model holds in a field (not one built inside its
+        # __call__) under this wrapper's field, ``model/...``, though its variables live
+        # at the model's own paths (the shared scope): such paths are matched without it.
+        prefix = self.path + ("model",)
+        with override_attributes({path: dict(changes) for path, changes in self.overrides}, prefix):
             return self.model(*args, **kwargs)
+
+
+def at_widths(model: nn.Module, overrides: Overrides) -> nn.Module:
+    """``model`` with the attributes of ``overrides`` replaced: ``AtWidths(model, overrides)``,
+    or, for a model that is an ``AtWidths`` already (a user's model run at other widths),
+    one ``AtWidths`` whose overrides are its own updated with ``overrides``."""
+    if not overrides:
+        return model
+    if isinstance(model, AtWidths):
+        merged = {path: dict(changes) for path, changes in model.overrides}
+        for path, changes in overrides:
+            merged.setdefault(path, {}).update(dict(changes))
+        return model.clone(overrides=tuple((p, tuple(sorted(c.items()))) for p, c in sorted(merged.items())))
+    return AtWidths(model, overrides)

@@ -3,8 +3,9 @@
 
 The function is called as ``function(num_classes=N, **model_kwargs)`` and returns a linen
 module that is called as the zoo's are: ``module(images, train=...)`` on NHWC images,
-with BatchNorm statistics in ``batch_stats``. Its layer sizes are plain ints in its own
-code; ``nas_jax.models.AtWidths`` runs it at other widths.
+with BatchNorm statistics in ``batch_stats`` (``nas_jax.models.contract``, checked on the
+first build). Its layer sizes are plain ints in its own code; ``nas_jax.models.AtWidths``
+runs it at other widths.
 """
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from typing import Any, Callable, Tuple
 
 import flax.linen as nn
 
-from nas_jax.models.at_widths import AtWidths, Overrides
+from nas_jax.models.at_widths import Overrides, at_widths
+from nas_jax.models.contract import check_model
+
+
+_CHECKED: set = set()  # the specs whose models passed ``check_model`` in this process
 
 
 def is_custom(name: str) -> bool:
@@ -86,7 +91,10 @@ class CustomSpec:
         module = load_function(self.target)(num_classes=self.num_classes, **dict(self.model_kwargs))
         if not isinstance(module, nn.Module):
             raise ValueError(f"model {self.target} returned {type(module).__name__}, not a flax.linen Module")
-        return AtWidths(module, overrides) if overrides else module
+        if self not in _CHECKED:
+            check_model(module, (2, self.image_size, self.image_size, 3), self.num_classes, self.target)
+            _CHECKED.add(self)
+        return at_widths(module, overrides)
 
     def to_json(self) -> dict:
         return {"target": self.target, "num_classes": self.num_classes, "image_size": self.image_size,

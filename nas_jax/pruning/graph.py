@@ -6,7 +6,8 @@ Tracing (``build_layer_graph``): the model's forward pass is traced once with
 ``jax.make_jaxpr`` on abstract variables while ``flax.linen.intercept_methods`` wraps every
 top-level layer call (conv-BN, DBB, RepNAS, deploy conv, ``nn.Conv``, ``nn.Dense``; a
 layer nested in another, such as a DBB's branches, is part of its parent) and every
-top-level normalisation (``nn.BatchNorm``, ``nn.LayerNorm``, ``nn.GroupNorm``). The
+top-level normalisation (``nn.BatchNorm``, ``nn.LayerNorm``, ``nn.GroupNorm``, a BatchNorm of
+another package: ``norm_kind``). The
 interceptor tags their inputs and outputs with ``checkpoint_name``, which appear in the
 jaxpr as ``name`` equations.
 
@@ -52,10 +53,11 @@ from jax.extend import core as jex_core
 
 from nas_jax.models.network import ZooSpec
 from nas_jax.rep.blocks import ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock
-from nas_jax.rep.walk import intercept_modules
+from nas_jax.rep.walk import intercept_modules, norm_kind
 
 LAYER_TYPES = (ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock, nn.Conv, nn.Dense)
 NORM_TYPES = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
 KINDS = ("conv", "depthwise", "dense")
 IMAGE = -1  # the group index of fixed input channels (the image)
 Segments = Tuple[Tuple[int, int], ...]
@@ -183,8 +185,8 @@ def _describe(module: nn.Module, x, y) -> dict:
 def intercept_layers(wrap: Callable, norms: Optional[Callable] = None):
     """A context in which every top-level layer (``LAYER_TYPES``) call runs as
     ``wrap(module, call, x)`` and, if ``norms`` is given, every top-level normalisation
-    (``NORM_TYPES``) call as ``norms(module, call, x)`` (``nas_jax.rep.walk``)."""
-    return intercept_modules([(LAYER_TYPES, wrap)] + ([(NORM_TYPES, norms)] if norms is not None else []))
+    (``norm_kind``) call as ``norms(module, call, x)`` (``nas_jax.rep.walk``)."""
+    return intercept_modules([(LAYER_TYPES, wrap)] + ([(norm_kind, norms)] if norms is not None else []))
 
 
 def _own_params(module: nn.Module, out_channels: int) -> Tuple[Optional[str], int]:
@@ -217,19 +219,19 @@ def _trace(model: nn.Module, input_shape: Sequence[int]):
         index = len(norms)
         x = checkpoint_name(x, f"nin:{index}")
         y = call(x)
-        kind = {nn.BatchNorm: "batch", nn.LayerNorm: "layer", nn.GroupNorm: "group"}[type(module)]
+        kind = norm_kind(module)
         groups = module.num_groups or x.shape[-1] // module.group_size if kind == "group" else 1
         norms.append(dict(path="/".join(module.path), kind=kind, num_groups=groups,
                           vectors=_own_params(module, x.shape[-1])[1]))
         return checkpoint_name(y, f"nout:{index}")
 
     def record_batch_norms(next_fun, args, kwargs, context):
-        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+        if context.method_name == "__call__" and norm_kind(context.module) == "batch":
             batch_norms.append("/".join(context.module.path))
         return next_fun(*args, **kwargs)
 
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
     with nn.intercept_methods(record_batch_norms), intercept_layers(tag_layer, tag_norm):
         jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
     return layers, norms, tuple(dict.fromkeys(batch_norms)), jaxpr.jaxpr

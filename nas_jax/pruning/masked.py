@@ -27,13 +27,13 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from nas_jax.pruning.graph import IMAGE, LayerGraph, Segments, channel_mask, intercept_layers
+from nas_jax.pruning.graph import IMAGE, LayerGraph, Segments, channel_mask, intercept_layers, norm_kind
 
 
 def template(model: nn.Module, graph: LayerGraph) -> dict:
     """The abstract (shape-only) variables of ``model`` at the graph's input shape."""
     x = jax.ShapeDtypeStruct(graph.input_shape, jnp.float32)
-    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
 
 
 def _is_batch_norm(graph: LayerGraph, key) -> bool:
@@ -141,7 +141,7 @@ def batch_statistics(model: nn.Module, graph: LayerGraph, variables, channels, i
     flat = {}
 
     def record(next_fun, args, kwargs, context):
-        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+        if context.method_name == "__call__" and norm_kind(context.module) == "batch":
             x = args[0].astype(jnp.promote_types(args[0].dtype, jnp.float32))
             axes = tuple(range(x.ndim - 1))
             flat[context.module.path + ("mean",)] = x.mean(axis=axes)

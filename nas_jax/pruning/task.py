@@ -77,7 +77,7 @@ class PruningTask(Task):
 
     def init(self, rng, batch):
         model_params = traverse_util.flatten_dict(self.model.init(
-            jax.random.fold_in(rng, 1), jnp.zeros(self.graph.input_shape, jnp.float32))["params"], sep="/")
+            jax.random.fold_in(rng, 1), jnp.zeros(self.graph.input_shape, jnp.float32), train=False)["params"], sep="/")
         params = {"pruningnet": self.net.init(rng, full_channels(self.graph))["params"],
                   "network": traverse_util.unflatten_dict({path: model_params[path] for path in self.learnt}, sep="/")}
         return {"params": params, "batch_stats": {}, "extra": {}}

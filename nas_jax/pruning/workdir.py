@@ -102,7 +102,7 @@ def export_from_workdir(workdir: str, widths_path: str, out_dir: str) -> dict:
     with jax.default_matmul_precision("highest"):  # both in float32, whatever the run's compute dtype
         reference = jax.jit(lambda v, c, x: masked_apply(task.spec.model(), task.graph, v, c, x, False))(
             variables, channels, images)
-        exported = jax.jit(model.apply)(pruned, images)
+        exported = jax.jit(lambda v, x: model.apply(v, x, train=False))(pruned, images)
     channels = np.asarray(channels, np.int64)
     cost, full = network_cost(task.graph, channels), network_cost(task.graph, full_channels(task.graph))
     report = {"max_abs_diff_vs_masked": float(jnp.max(jnp.abs(exported - reference))),

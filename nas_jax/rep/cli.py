@@ -36,8 +36,9 @@ def run(args) -> int:
     deploy_variables = jax.device_get(jax.jit(fuse)(variables))
     deploy_model = deploy_models[0]
     with jax.default_matmul_precision("highest"):
-        trained = np.asarray(jax.jit(task.model.apply)(variables, jnp.asarray(batch["image"])))
-        deployed = np.asarray(jax.jit(deploy_model.apply)(deploy_variables, jnp.asarray(batch["image"])))
+        trained = np.asarray(jax.jit(lambda v, x: task.model.apply(v, x, train=False))(variables, jnp.asarray(batch["image"])))
+        deployed = np.asarray(jax.jit(lambda v, x: deploy_model.apply(v, x, train=False))(deploy_variables,
+                                                                                jnp.asarray(batch["image"])))
     real = batch["mask"] > 0
     out_dir = save_deploy(args.workdir, deploy_variables, {
         "model": config.model, "width": config.width, "num_classes": eval_data.num_classes, "dtype": config.dtype,

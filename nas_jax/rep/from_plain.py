@@ -33,7 +33,8 @@ def branches_from_plain(model, plain_variables: Mapping, rng=None, input_shape=(
     """``{'params', 'batch_stats'}`` of ``model`` (a ``block='dbb'``, ``'orepa'``, ``'repnas'`` or ``'repnas_online'`` zoo
     model) equal in function to ``plain_variables`` of the same model at ``block='plain'``."""
     rng = jax.random.key(0) if rng is None else rng
-    initial = jax.jit(model.init, compiler_options=RUN_ONCE_COMPILER_OPTIONS)(rng, jnp.zeros(input_shape, jnp.float32))
+    initial = jax.jit(lambda r, x: model.init(r, x, train=False), compiler_options=RUN_ONCE_COMPILER_OPTIONS)(
+        rng, jnp.zeros(input_shape, jnp.float32))
     flat = {(c,) + p: v for c in ("params", "batch_stats") for p, v in traverse_util.flatten_dict(initial[c]).items()}
     plain = {(c,) + p: v for c in ("params", "batch_stats")
              for p, v in traverse_util.flatten_dict(plain_variables.get(c, {})).items()}

@@ -9,6 +9,7 @@ from flax import traverse_util
 import jax.numpy as jnp
 
 from nas_jax.rep.blocks import ConvBN, DiverseBranchBlock, RepNASBlock
+from nas_jax.rep.fold_batch_norms import fold_batch_norms
 from nas_jax.rep.online import OnlineDBB, OnlineRepNASBlock
 from nas_jax.rep.walk import intercept_modules
 
@@ -48,7 +49,13 @@ def fuse_params(model: nn.Module, variables, *, input_shape: Sequence[int] = (1,
     same path; other parameters (the classifier) are carried over; BN statistics vanish.
     A RepNAS block keeps the branches of its static mask (the model's ``branch_mask``),
     each scaled by the ``branch_weights`` collection when ``variables`` carries one.
+
+    Any other linen model (no ``block`` attribute: a user's or a published model with plain
+    ``nn.Conv`` and BatchNorm) gets its conv-BatchNorm pairs folded instead
+    (``nas_jax.rep.fold_batch_norms``).
     """
+    if not _has_blocks(model):
+        return fold_batch_norms(model, variables, input_shape=input_shape)
     deploy_model = _deploy_form(model)
     fused = fused_kernels(model, variables, input_shape)
     depths = sorted({len(path) for path in fused})
@@ -59,15 +66,20 @@ def fuse_params(model: nn.Module, variables, *, input_shape: Sequence[int] = (1,
     return deploy_model, {"params": traverse_util.unflatten_dict(flat)}
 
 
-def _deploy_form(model: nn.Module) -> nn.Module:
-    """``model`` with ``block='deploy'`` (and no branch mask); a wrapper holding the model
-    as its ``model`` field (``nas_jax.models.AtWidths``) wraps the inner model's deploy form."""
-    fields = {f.name for f in dataclasses.fields(model)}
-    if "block" not in fields and isinstance(getattr(model, "model", None), nn.Module):
-        return model.clone(model=_deploy_form(model.model))
-    if "block" not in fields:
-        raise ValueError(f"{type(model).__name__} has no `block` attribute: fuse_params rebuilds the model with "
-                         "block='deploy', so a model must pick its layers with "
-                         "nas_jax.models.conv_block(BlockSpec(self.block), ...)")
-    return model.clone(block="deploy", **({"branch_mask": ()} if "branch_mask" in fields else {}))
+def _has_blocks(model: nn.Module) -> bool:
+    """Whether ``model`` (or the model a wrapper holds in its ``model`` field, as
+    ``nas_jax.models.AtWidths``) picks its layers by a ``block`` kind (a string attribute;
+    flaxmodels' ResNet has a ``block`` field that is a module class)."""
+    if isinstance(getattr(model, "block", None), str):
+        return True
+    inner = getattr(model, "model", None)
+    return isinstance(inner, nn.Module) and _has_blocks(inner)
 
+
+def _deploy_form(model: nn.Module) -> nn.Module:
+    """``model`` (``_has_blocks``) with ``block='deploy'`` (and no branch mask), inside its
+    wrappers."""
+    fields = {f.name for f in dataclasses.fields(model)}
+    if not isinstance(getattr(model, "block", None), str):
+        return model.clone(model=_deploy_form(model.model))
+    return model.clone(block="deploy", **({"branch_mask": ()} if "branch_mask" in fields else {}))

@@ -51,7 +51,7 @@ def import_official(checkpoint, model_name: str, workdir: str, *, num_classes: i
     input_shape = (1,) + tuple(eval_data.image_shape)
     layers = find_searchable_layers(model, input_shape)
     state_dict, alphas = split_repnas_supernet(checkpoint)
-    reference = jax.eval_shape(lambda x: model.init(jax.random.key(0), x),
+    reference = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                                jax.ShapeDtypeStruct(input_shape, jnp.float32))
     variables = torch_to_flax(state_dict, reference)
     if mask_file is not None:

@@ -81,7 +81,7 @@ def predict(model, variables, pipeline: Pipeline, batch_size: int, mesh) -> Tupl
     """Eval-mode logits ``[N, classes]`` and labels ``[N]`` over one pass of ``pipeline``,
     computed at the highest matmul precision."""
     rep = replicated(mesh)
-    apply = jax.jit(lambda v, x: model.apply(v, x), in_shardings=(rep, data_sharding(mesh)), out_shardings=rep)
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False), in_shardings=(rep, data_sharding(mesh)), out_shardings=rep)
     variables = jax.device_put(variables, rep)
     logits, labels = [], []
     with jax.default_matmul_precision("highest"):
@@ -101,7 +101,7 @@ def count_params(params) -> int:
 def plain_params(model, image_shape) -> int:
     """Parameters of ``model`` as a plain conv-BN network (``block='plain'``)."""
     model = model.clone(block="plain", branch_mask=())
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x),
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                             jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32))
     return count_params(shapes["params"])
 

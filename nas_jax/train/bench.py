@@ -7,7 +7,7 @@ else the process's max RSS), ``temp_mb`` (XLA's temporary buffers of the compile
 per device: what the step keeps for its backward pass plus workspace, known before it runs
 and the same on every backend that reports it) and the settings. The train step is the loop's own
 (``nas_jax.train.step``: SGD, sharded batch, donated state); inference is
-``model.apply(v, x)`` in eval mode. ``block='deploy'`` builds the deploy network directly
+``model.apply(v, x, train=False)``. ``block='deploy'`` builds the deploy network directly
 (the same shapes ``fuse_params`` gives for every trainable kind). ``cpu_skip_algsimp``:
 see ``nas_jax.common.compiler_options``.
 """
