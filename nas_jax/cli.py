@@ -3,7 +3,9 @@
 Each subcommand lives in the module of its concern, which defines ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status). A subcommand that
 takes ``--config.key=value`` overrides sets ``parser.set_defaults(takes_config_overrides=True)``
-and finds them, in order, in ``args.config_overrides``.
+and finds them, in order, in ``args.config_overrides``. The commands that compute join a
+multi-process job first (``nas_jax.distributed``: ``--coordinator_address``,
+``--num_processes``, ``--process_id`` anywhere on the line, or a cluster JAX detects).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ COMMANDS = {
     "repnas": "nas_jax.repnas.cli",
     "prune": "nas_jax.pruning.cli",
 }
+COMPUTING = ("train", "eval", "fuse", "bench", "repnas", "prune")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,13 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from nas_jax import distributed
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        argv, job = distributed.split_flags(argv)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     overrides = [a for a in argv if a.startswith(CONFIG_OVERRIDE_PREFIX)]
     parser = build_parser()
     args = parser.parse_args([a for a in argv if not a.startswith(CONFIG_OVERRIDE_PREFIX)])
     if overrides and not getattr(args, "takes_config_overrides", False):
         parser.error(f"{args.command} takes no {CONFIG_OVERRIDE_PREFIX}key=value overrides: {overrides}")
     args.config_overrides = overrides
+    if args.command in COMPUTING:
+        try:
+            distributed.initialize(job)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    elif job:
+        parser.error(f"{args.command} runs in one process; {', '.join(distributed.FLAGS)} apply to "
+                     f"{', '.join(COMPUTING)}")
     return int(args._run(args) or 0)
 
 

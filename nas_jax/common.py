@@ -27,10 +27,15 @@ def compiler_options(cpu_skip_algsimp: bool) -> Optional[dict]:
     return None
 
 
-def write_json_atomic(path: str, doc, indent: Optional[int] = None) -> None:
-    """Writes ``doc`` as JSON to ``path`` through a temporary file and a rename, so a kill
-    leaves either the old file or the new one, never half of one."""
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename, so a kill leaves
+    either the old file or the new one, never half of one."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(doc, f, indent=indent)
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, doc, indent: Optional[int] = None) -> None:
+    """``doc`` as JSON to ``path``, atomically (``write_text_atomic``)."""
+    write_text_atomic(path, json.dumps(doc, indent=indent))

@@ -104,7 +104,8 @@ class ArrayPipeline(Pipeline):
 
 
 class _ArrayIterator(BatchIterator):
-    """Epoch ``e`` visits ``permutation(seed, e)``; the state is ``(epoch, batch index)``."""
+    """Epoch ``e`` visits ``permutation(seed, e)``, process ``r`` of ``P`` taking slice ``r``
+    of each global batch; the state is ``(epoch, batch index)``."""
 
     def __init__(self, pipeline: ArrayPipeline, batch_size: int, seed: int):
         self._p, self._seed = pipeline, seed
@@ -123,9 +124,13 @@ class _ArrayIterator(BatchIterator):
             self._order = np.random.default_rng([self._seed, self._epoch]).permutation(self._p.num_examples)
         start = self._index * self._batch_size + jax.process_index() * self._local
         idx = self._order[start:start + self._local]
-        rng = np.random.default_rng([self._seed, self._epoch, self._index, jax.process_index()])
+        # each example's augmentation is drawn from its own position in the epoch, so a job
+        # on any number of processes sees the same global batch
+        images = np.concatenate([
+            self._p._train_transform(self._p.images[i:i + 1], np.random.default_rng([self._seed, self._epoch, p]))
+            for p, i in enumerate(idx, start)])
         self._index += 1
-        return {"image": self._p._train_transform(self._p.images[idx], rng), "label": self._p.labels[idx]}
+        return {"image": images, "label": self._p.labels[idx]}
 
     def get_state(self) -> dict:
         return {"epoch": self._epoch, "batch": self._index}

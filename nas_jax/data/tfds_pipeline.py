@@ -19,6 +19,7 @@ import json
 from typing import Iterator, Tuple
 
 import grain
+import jax
 import numpy as np
 
 from nas_jax.data import transforms as T
@@ -118,23 +119,30 @@ class TfdsPipeline(Pipeline):
                              f"image_size={size} is not supported")
         self.image_shape = (size, size, 3)
 
-    def _loader(self, ops, batch_size: int, shuffle: bool, seed: int, epochs) -> grain.DataLoader:
-        local = local_batch_size(batch_size)
-        sampler = grain.samplers.IndexSampler(
-            self.num_examples, shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
-            shuffle=shuffle, num_epochs=epochs, seed=seed)
-        return grain.DataLoader(data_source=self.source, sampler=sampler,
-                                operations=[ops, grain.transforms.Batch(local, drop_remainder=shuffle)],
-                                worker_count=self.num_workers)
-
     def train_batches(self, batch_size: int, seed: int) -> BatchIterator:
+        """grain shuffles and loads each process's own shard (``ShardByJaxProcess``: disjoint,
+        the remainder dropped), epoch after epoch."""
         if self.num_examples < batch_size:
             raise ValueError(f"batch size {batch_size} exceeds the {self.num_examples} examples of "
                              f"{self.name}/{self.split}")
-        return _GrainIterator(self._loader(_TrainTransform(self.spec, self.image_shape[0]), batch_size,
-                                           True, seed, None))
+        sampler = grain.samplers.IndexSampler(
+            self.num_examples, shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
+            shuffle=True, num_epochs=None, seed=seed)
+        operations = [_TrainTransform(self.spec, self.image_shape[0]),
+                      grain.transforms.Batch(local_batch_size(batch_size), drop_remainder=True)]
+        return _GrainIterator(grain.DataLoader(data_source=self.source, sampler=sampler, operations=operations,
+                                               worker_count=self.num_workers))
 
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
-        local = local_batch_size(batch_size)
-        for batch in self._loader(_EvalTransform(self.spec, self.image_shape[0]), batch_size, False, 0, 1):
+        """Global batch ``k`` holds examples ``k * batch_size ...`` in order; process ``r``
+        reads slice ``r`` of it. Every process yields the same number of batches (each step
+        is a collective) and every example is counted once, for any number of processes
+        (grain's per-process shards would drop the remainder and differ in length)."""
+        local, rank = local_batch_size(batch_size), jax.process_index()
+        transform = _EvalTransform(self.spec, self.image_shape[0])
+        empty = {"image": np.zeros((0,) + self.image_shape, np.float32), "label": np.zeros((0,), np.int32)}
+        for start in range(0, self.num_examples, batch_size):
+            own = range(start, min(start + batch_size, self.num_examples))[rank * local:(rank + 1) * local]
+            elements = [transform.map(self.source[i]) for i in own]
+            batch = {k: np.stack([e[k] for e in elements]) for k in empty} if elements else empty
             yield pad_batch(batch, local)

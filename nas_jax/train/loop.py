@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nas_jax.common import compiler_options
+from nas_jax.common import compiler_options, write_text_atomic
 from nas_jax.data import Pipeline, create_pipeline
+from nas_jax.distributed import is_primary
 from nas_jax.models import MULTI_BRANCH_KINDS, create_model, is_custom
 from nas_jax.models.custom import CustomSpec
 from nas_jax.models.network import load_network
@@ -150,8 +151,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, task: Optional[Task] 
     rng = jax.random.PRNGKey(config.seed)
     config_json = config_to_json(config)
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2))
+    if is_primary():
+        write_text_atomic(os.path.join(workdir, "config.json"), config.to_json(indent=2))
 
     end = min(steps if until is None else until, steps if stop_at_step is None else stop_at_step)
     batches = train_data.train_batches(config.batch_size, config.seed)

@@ -1,7 +1,8 @@
 """What a run shows and leaves behind: a tqdm progress bar (step rate, ETA) on a
 terminal or plain log lines otherwise; ``WORKDIR/metrics.jsonl`` (one JSON object per
 logging point: ``{"step", "split", <metric>: float ...}``); TensorBoard event files under
-``WORKDIR/tensorboard``; ``WORKDIR/training_curve.png`` when the run closes.
+``WORKDIR/tensorboard``; ``WORKDIR/training_curve.png`` when the run closes. In a multi-process job process 0
+alone writes them, its lines prefixed with ``[process 0/N]``.
 
 Nothing here touches device arrays: the loop hands over floats at logging points only.
 """
@@ -35,8 +36,14 @@ class RunLogger:
     def __init__(self, workdir: str, total_steps: int, start_step: int = 0, progress_bar=None):
         import tensorboardX
 
-        os.makedirs(workdir, exist_ok=True)
+        from nas_jax.distributed import is_primary, speaker
+
         self.workdir, self.total_steps, self.step = workdir, total_steps, start_step
+        self._t0, self._s0, self._prefix = time.perf_counter(), start_step, (speaker() or "") and speaker() + " "
+        self._bar = self._file = self._tb = None
+        if not is_primary():  # in a multi-process job process 0 alone writes and prints
+            return
+        os.makedirs(workdir, exist_ok=True)
         kept = [r for r in read_metrics(workdir) if r["step"] <= start_step]
         self._file = open(os.path.join(workdir, METRICS_FILE), "w")
         for record in kept:
@@ -44,11 +51,9 @@ class RunLogger:
         self._file.flush()
         self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
         use_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
-        self._bar = None
         if use_bar:
             from tqdm import tqdm
             self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
-        self._t0, self._s0 = time.perf_counter(), start_step
 
     def advance(self, steps: int = 1) -> None:
         self.step += steps
@@ -56,6 +61,8 @@ class RunLogger:
             self._bar.update(steps)
 
     def write(self, step: int, split: str, metrics: Dict[str, float]) -> None:
+        if self._file is None:
+            return
         record = {"step": step, "split": split, **{k: float(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -67,10 +74,12 @@ class RunLogger:
         else:
             rate = (self.step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
             eta = (self.total_steps - self.step) / rate if rate > 0 else float("inf")
-            print(f"step {step}/{self.total_steps} {split}: {summary} ({rate:.2f} steps/s, ETA {eta:.0f} s)",
-                  flush=True)
+            print(f"{self._prefix}step {step}/{self.total_steps} {split}: {summary} ({rate:.2f} steps/s, ETA "
+                  f"{eta:.0f} s)", flush=True)
 
     def close(self) -> None:
+        if self._file is None:
+            return
         if self._bar is not None:
             self._bar.close()
         self._file.close()
