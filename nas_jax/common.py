@@ -29,8 +29,11 @@ def compiler_options(cpu_skip_algsimp: bool) -> Optional[dict]:
 
 def write_text_atomic(path: str, text: str) -> None:
     """Writes ``text`` to ``path`` through a temporary file and a rename, so a kill leaves
-    either the old file or the new one, never half of one."""
-    tmp = path + ".tmp"
+    either the old file or the new one, never half of one. In a multi-process job only
+    process 0 writes (``nas_jax.distributed``)."""
+    if jax.process_index() != 0:
+        return
+    tmp = os.fspath(path) + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
@@ -39,3 +42,12 @@ def write_text_atomic(path: str, text: str) -> None:
 def write_json_atomic(path: str, doc, indent: Optional[int] = None) -> None:
     """``doc`` as JSON to ``path``, atomically (``write_text_atomic``)."""
     write_text_atomic(path, json.dumps(doc, indent=indent))
+
+
+def save_figure(fig, path: str, dpi: int = 110) -> str:
+    """Saves and closes a matplotlib figure (process 0 alone writes); returns ``path``."""
+    import matplotlib.pyplot as plt
+    if jax.process_index() == 0:
+        fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

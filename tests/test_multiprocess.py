@@ -28,20 +28,21 @@ def _free_port() -> int:
 
 
 def _start(args, devices: int, log):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.path.join(REPO, "tests"),
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"}
     return subprocess.Popen([sys.executable, "-m", "nas_jax.cli", *args], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
 
 
 def _job(args, workdir, processes: int, logs):
-    """Starts ``args`` as ``processes`` processes of one device each (one process of two
-    devices when ``processes`` is 1)."""
+    """Starts ``args --workdir workdir`` as ``processes`` processes of one device each (one
+    process of two devices when ``processes`` is 1)."""
+    args = [*args, "--workdir", str(workdir)]
     if processes == 1:
-        return [_start([*args, "--workdir", str(workdir)], 2, open(logs / "single.log", "w"))]
+        return [_start(args, 2, open(logs / "single.log", "a"))]
     port = _free_port()
-    return [_start([*args, "--workdir", str(workdir), "--coordinator_address", f"127.0.0.1:{port}",
-                    "--num_processes", str(processes), "--process_id", str(i)], 1, open(logs / f"p{i}.log", "a"))
+    return [_start([*args, "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", str(processes),
+                    "--process_id", str(i)], 1, open(logs / f"p{i}.log", "a"))
             for i in range(processes)]
 
 
@@ -100,6 +101,34 @@ def test_two_processes_compute_what_one_process_with_two_devices_computes(single
     assert "[process 0/2] step 8/8 train" in logs[0] and "step 8/8" not in logs[1]  # process 0 alone logs
     assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "metrics.jsonl", "tensorboard",
                                        "training_curve.png"]
+
+
+PRUNE_TRAIN = ["prune", "train", "--config", "experiments/configs/prune_digits.py", "--config.image_size=16",
+               "--config.model=user_models:train_by_default", "--config.width=1.0", "--config.batch_size=16",
+               "--config.num_steps=20", "--config.log_every=5", "--config.pruning.calibration_batches=1",
+               "--config.pruning.gcn_features=8", "--config.pruning.generator_hidden=4",
+               "--config.pruning.report_widths=(0.5, 1.0)"]
+PRUNE_SEARCH = ["prune", "search", "--method", "evolution", "--budget", "flops=0.5", "--config",
+                "experiments/configs/prune_search_digits.py"]
+
+
+def test_prune_train_and_search_on_two_processes_equal_one_process(tmp_path):
+    """The PruningNet's training and the evolution search that reads it, as two jobs of two
+    processes and as one process with two devices: same losses, accuracies by width and
+    best configuration."""
+    for processes in (1, 2):
+        logs = tmp_path / f"logs{processes}"
+        logs.mkdir()
+        run = tmp_path / f"run{processes}"
+        _wait(_job(PRUNE_TRAIN, run, processes, logs))
+        _wait(_job(PRUNE_SEARCH, run, processes, logs))
+    reports = [json.loads((tmp_path / f"run{p}" / "report.json").read_text()) for p in (1, 2)]
+    for width, accuracy in reports[0]["accuracy_by_width"].items():
+        assert reports[1]["accuracy_by_width"][width] == pytest.approx(accuracy, abs=1e-6)
+    for a, b in zip(_metrics(tmp_path / "run2"), _metrics(tmp_path / "run1")):
+        assert a["step"] == b["step"] and a.get("loss") == pytest.approx(b.get("loss"), rel=1e-5)
+    best = [json.loads((tmp_path / f"run{p}" / "search" / "evolution" / "best.json").read_text()) for p in (1, 2)]
+    assert best[1]["groups"] == best[0]["groups"] and best[1]["val_accuracy"] == pytest.approx(best[0]["val_accuracy"])
 
 
 def test_a_job_needs_all_three_flags(capsys):

@@ -20,15 +20,28 @@ Overrides = Tuple[Tuple[str, Tuple[Tuple[str, int], ...]], ...]  # ((module path
 
 
 @contextlib.contextmanager
-def override_attributes(overrides: Dict[str, Dict[str, int]], prefix: Tuple[str, ...] = ()):
+WRAPPER_FIELDS = ("model", "unfolded")  # the fields of AtWidths and rep.fold_batch_norms.FoldedBatchNorms
+
+
+def _changes(overrides: Dict[str, Dict[str, int]], path: Tuple[str, ...]):
+    """The overrides of the module at ``path``. Flax names a submodule that a model holds in
+    a field (not one built inside its ``__call__``) under the field of each wrapper around
+    it (``model/...``), though its variables live at the model's own paths (the wrappers
+    share its scope): leading wrapper fields are dropped until a path matches."""
+    for start in range(len(path)):
+        changes = overrides.get("/".join(path[start:]))
+        if changes is not None or path[start] not in WRAPPER_FIELDS:
+            return changes
+    return None
+
+
+def override_attributes(overrides: Dict[str, Dict[str, int]]):
     """Within the context, a call of an ``nn.Conv`` or ``nn.Dense`` whose ``/``-joined path
-    (less a leading ``prefix``) is a key of ``overrides`` runs as that module with the
-    attributes replaced."""
+    is a key of ``overrides`` runs as that module with the attributes replaced."""
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
-        path = module.path[len(prefix):] if module.path[:len(prefix)] == prefix else module.path
-        changes = overrides.get("/".join(path)) if context.method_name == "__call__" else None
+        changes = _changes(overrides, module.path) if context.method_name == "__call__" else None
         if changes is None or not isinstance(module, (nn.Conv, nn.Dense)):
             return next_fun(*args, **kwargs)
         resized = module.clone(parent=None, **changes)
@@ -51,11 +64,7 @@ class AtWidths(nn.Module):
         nn.share_scope(self, self.model)
 
     def __call__(self, *args, **kwargs):
-        # Flax names a submodule that the model holds in a field (not one built inside its
-        # __call__) under this wrapper's field, ``model/...``, though its variables live
-        # at the model's own paths (the shared scope): such paths are matched without it.
-        prefix = self.path + ("model",)
-        with override_attributes({path: dict(changes) for path, changes in self.overrides}, prefix):
+        with override_attributes({path: dict(changes) for path, changes in self.overrides}):
             return self.model(*args, **kwargs)
 
 

@@ -16,9 +16,11 @@ import os
 from typing import Tuple, Union
 
 import flax.linen as nn
+import jax
 import numpy as np
 from flax import traverse_util
 
+from nas_jax.common import write_json_atomic
 from nas_jax.models import create_model
 from nas_jax.models.custom import CustomSpec
 
@@ -55,10 +57,11 @@ def save_network(directory: str, spec: Union[ZooSpec, CustomSpec], model: nn.Mod
     else:
         doc = {**spec.to_json(), "widths": [list(w) for w in model.widths], "block": model.block,
                "branch_mask": [[path, list(mask)] for path, mask in model.branch_mask]}
-    with open(os.path.join(directory, "model.json"), "w") as f:
-        json.dump(doc, f, indent=1)
+    write_json_atomic(os.path.join(directory, "model.json"), doc, indent=1)
     flat = traverse_util.flatten_dict(variables, sep="/")
-    np.savez(os.path.join(directory, "variables.npz"), **{k: np.asarray(v) for k, v in flat.items()})
+    arrays = {k: np.asarray(v) for k, v in flat.items()}  # every process takes part (replicated arrays)
+    if jax.process_index() == 0:
+        np.savez(os.path.join(directory, "variables.npz"), **arrays)
 
 
 def load_network(directory: str) -> Tuple[Union[ZooSpec, CustomSpec], nn.Module, dict]:

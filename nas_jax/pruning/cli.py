@@ -14,6 +14,7 @@ import json
 import os
 import time
 
+from nas_jax.common import write_json_atomic
 from nas_jax.pruning.search.cli import add_search_parser
 
 HELP = "Graph Pruning: draw a layer graph, train a PruningNet, export a pruned network"
@@ -93,8 +94,7 @@ def run_train(args) -> int:
               "steps": int(state.step),
               **accuracy_by_width(config, task, state.params, pipeline_from_config(config, config.train_split),
                                   pipeline_from_config(config, config.eval_split))}
-    with open(os.path.join(args.workdir, "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    write_json_atomic(os.path.join(args.workdir, "report.json"), report, indent=1)
     print(json.dumps(report["accuracy_by_width"]))
     return 0
 

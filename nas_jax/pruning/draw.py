@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
+from nas_jax.common import save_figure
 from nas_jax.pruning.graph import LayerGraph  # noqa: E402
 
 
@@ -46,5 +47,4 @@ def draw_graph(graph: LayerGraph, path: str) -> None:
     ax.set_ylim(-max(lanes) - 3.5, 1.5)
     ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path, 150)

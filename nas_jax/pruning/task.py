@@ -40,6 +40,7 @@ from nas_jax.pruning import masked
 from nas_jax.pruning.graph import build_layer_graph
 from nas_jax.pruning.pruningnet import PruningNet
 from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels, sample_ratios
+from nas_jax.train.step import create_mesh, shard_batch
 from nas_jax.train.task import Task, cross_entropy
 
 
@@ -129,9 +130,10 @@ def configuration_variables(task: PruningTask, params, ratios, calibration_image
 def evaluate_configuration(task: PruningTask, params, ratios, calibration_images: Iterable,
                            eval_batches: Iterable[Dict[str, np.ndarray]]) -> float:
     """Top-1 accuracy of configuration ``ratios`` with recalibrated BatchNorm."""
+    mesh = create_mesh()
     variables, channels = configuration_variables(task, params, ratios, calibration_images)
     correct = count = 0.0
     for batch in eval_batches:
-        c, n = task.accuracy_sums(variables, channels, batch)
+        c, n = task.accuracy_sums(variables, channels, shard_batch(batch, mesh))
         correct, count = correct + float(c), count + float(n)
     return correct / max(count, 1.0)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nas_jax.common import write_json_atomic
 from nas_jax.pruning.graph import LayerGraph
 
 TOLERANCE = 1e-6
@@ -90,8 +91,7 @@ def save_widths(path: str, graph: LayerGraph, ratios) -> None:
     doc = {"model": graph.model_name,
            "groups": {graph.groups[g].name: float(ratios[g]) for g in graph.prunable_groups},
            "channels": {graph.groups[g].name: graph.groups[g].channels for g in graph.prunable_groups}}
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
+    write_json_atomic(path, doc, indent=1)
 
 
 def load_widths(path: str, graph: LayerGraph, grid: WidthGrid) -> np.ndarray:

@@ -3,7 +3,6 @@ width, and export of a configuration from its work directory."""
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nas_jax.common import write_json_atomic, write_text_atomic
 from nas_jax.models import is_custom
 from nas_jax.models.custom import CustomSpec
 from nas_jax.models.network import ZooSpec, save_network
@@ -22,6 +22,7 @@ from nas_jax.pruning.task import PruningTask, configuration_variables, evaluate_
 from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels, load_widths, uniform_ratios
 from nas_jax.train.config import apply_overrides, load_config
 from nas_jax.train.loop import pipeline_from_config, restore_run
+from nas_jax.train.step import create_mesh, data_sharding
 
 
 def load_run_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -63,15 +64,23 @@ def model_spec(config, num_classes: int) -> Union[ZooSpec, CustomSpec]:
 
 def calibration_images(config, train_data) -> List[np.ndarray]:
     """``pruning.calibration_batches`` training batches of images (augmented, a seed of
-    their own), the data BatchNorm statistics are recalibrated on."""
+    their own), the data BatchNorm statistics are recalibrated on: this process's part of
+    each (``global_images`` makes global arrays of them)."""
     batches = train_data.train_batches(config.batch_size, config.seed + 1)
     return [b["image"] for b in itertools.islice(batches, config.pruning.calibration_batches)]
+
+
+def global_images(local_batches) -> List[jax.Array]:
+    """Each process's image batches as global arrays over the mesh, so that statistics
+    and sums computed on them cover every process's images."""
+    sharding = data_sharding(create_mesh())
+    return [jax.make_array_from_process_local_data(sharding, images) for images in local_batches]
 
 
 def accuracy_by_width(config, task: PruningTask, params, train_data, eval_data) -> Dict[str, dict]:
     """``{'accuracy_by_width': {ratio: accuracy}, 'flops_by_width': ..., 'params_by_width': ...}``
     for the uniform widths ``pruning.report_widths``, BatchNorm recalibrated for each."""
-    images = calibration_images(config, train_data)
+    images = global_images(calibration_images(config, train_data))
     out = {"accuracy_by_width": {}, "flops_by_width": {}, "params_by_width": {}}
     for ratio in config.pruning.report_widths:
         ratios = uniform_ratios(task.graph, ratio)
@@ -96,9 +105,11 @@ def export_from_workdir(workdir: str, widths_path: str, out_dir: str) -> dict:
     config, task, params = restore_params(workdir)
     ratios = load_widths(widths_path, task.graph, task.grid)
     train_data = pipeline_from_config(config, config.train_split)
-    variables, channels = configuration_variables(task, params, ratios, calibration_images(config, train_data))
+    variables, channels = configuration_variables(task, params, ratios,
+                                                  global_images(calibration_images(config, train_data)))
     model, pruned = export_network(task.spec, task.graph, variables, channels)
-    images = next(pipeline_from_config(config, config.eval_split).eval_batches(config.eval_batch_size))["image"]
+    images = global_images([next(pipeline_from_config(config, config.eval_split).eval_batches(
+        config.eval_batch_size))["image"]])[0]
     with jax.default_matmul_precision("highest"):  # both in float32, whatever the run's compute dtype
         reference = jax.jit(lambda v, c, x: masked_apply(task.spec.model(), task.graph, v, c, x, False))(
             variables, channels, images)
@@ -110,8 +121,7 @@ def export_from_workdir(workdir: str, widths_path: str, out_dir: str) -> dict:
               "params_ratio": cost["params"] / full["params"], "full_flops": full["flops"],
               "full_params": full["params"], "flops_unit": "multiply-accumulates"}
     save_network(out_dir, task.spec, model, pruned)
-    with open(widths_path) as src, open(os.path.join(out_dir, "widths.json"), "w") as dst:
-        dst.write(src.read())
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    with open(widths_path) as src:
+        write_text_atomic(os.path.join(out_dir, "widths.json"), src.read())
+    write_json_atomic(os.path.join(out_dir, "report.json"), report, indent=1)
     return report

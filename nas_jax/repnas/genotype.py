@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from nas_jax.common import save_figure, write_json_atomic
 from nas_jax.rep.blocks import PRIMITIVES
 from nas_jax.repnas.searchable import SearchableLayer
 
@@ -39,8 +40,7 @@ def genotype(layers: Sequence[SearchableLayer], mask, alphas=None) -> dict:
 
 def write_genotype(path: str, layers: Sequence[SearchableLayer], mask, alphas=None) -> dict:
     data = genotype(layers, mask, alphas)
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
+    write_json_atomic(path, data, indent=2)
     return data
 
 
@@ -81,9 +81,7 @@ def plot_heatmap(path: str, values, layers: Sequence[SearchableLayer], title: st
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, 110)
 
 
 def plot_mask_trace(path: str, trace, layers: Sequence[SearchableLayer], first_step: int, last_step: int) -> str:
@@ -116,6 +114,4 @@ def plot_mask_trace(path: str, trace, layers: Sequence[SearchableLayer], first_s
     bottom.set_xlabel("training step")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, 110)

@@ -17,7 +17,6 @@ A killed run started again with the same command resumes in the right phase.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Dict, Optional, Sequence, Tuple
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nas_jax.common import write_json_atomic
 from nas_jax.data import Pipeline
 from nas_jax.models import create_model
 from nas_jax.rep.fuse import fuse_params
@@ -138,8 +138,7 @@ def fuse_and_report(model: nn.Module, layers: Sequence[SearchableLayer], variabl
         "kept_branches": int(mask.sum()), "total_branches": int(mask.size),
         "identity_branches": int(sum(layer.has_identity for layer in layers)),
         "deploy_dir": deploy_dir, **(extra_report or {})}
-    with open(os.path.join(workdir, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json_atomic(os.path.join(workdir, REPORT_FILE), report, indent=2)
     return report
 
 

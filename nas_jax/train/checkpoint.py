@@ -13,13 +13,14 @@ run can save that step again) and the previous step is tried.
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from typing import Any, NamedTuple, Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+from nas_jax.common import write_json_atomic
 
 
 DEPLOY_DIR = "deploy"
@@ -31,8 +32,7 @@ def save_deploy(workdir: str, deploy_variables, settings: dict) -> str:
     out_dir = os.path.abspath(os.path.join(workdir, DEPLOY_DIR))
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(out_dir, jax.device_get(deploy_variables), force=True)
-    with open(os.path.join(workdir, "deploy.json"), "w") as f:
-        json.dump({**settings, "block": "deploy"}, f, indent=2)
+    write_json_atomic(os.path.join(workdir, "deploy.json"), {**settings, "block": "deploy"}, indent=2)
     return out_dir
 
 

@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Dict, List
 
+from nas_jax.common import save_figure
+
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "training_curve.png"
 
@@ -107,6 +109,4 @@ def plot_curves(workdir: str) -> str:
             ax.legend()
     fig.tight_layout()
     path = os.path.join(workdir, CURVE_FILE)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, 100)

@@ -46,6 +46,15 @@ def shard_batch(batch: Dict[str, np.ndarray], mesh: Mesh) -> Dict[str, jax.Array
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
+def shard_stacked(tree, mesh: Mesh):
+    """Global ``jax.Array``s from this process's stacked batches (every leaf
+    ``[num_batches, local batch, ...]``), split on ``'data'`` along axis 1: what a
+    computation over many batches at once (a search's held-out set) reads, so that its
+    sums and means are over the global batches in a multi-process job."""
+    sharding = NamedSharding(mesh, P(None, DATA_AXIS))
+    return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), tree)
+
+
 def _init_fn(task: Task, tx: optax.GradientTransformation, example_batch):
     def init(seed):
         v = task.init(jax.random.key(seed, impl="rbg"), example_batch)

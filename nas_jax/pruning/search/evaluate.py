@@ -17,7 +17,8 @@ conv into a grouped conv, which XLA's CPU backend runs slower than the same conv
 after another, and a chunk brings nothing there (``experiments/bench_prune_search_eval.py``
 measures the modes); accelerators fill their cores with the wider batch instead.
 
-Data layout: ``calibration`` float32 [num_calibration_batches, B, H, W, 3] (training
+Data layout (this process's part of each global batch; the evaluator makes global arrays
+of them): ``calibration`` float32 [num_calibration_batches, B, H, W, 3] (training
 images); ``holdout`` ``{'image': [num_batches, B, H, W, 3], 'label': int32
 [num_batches, B], 'mask': float32 [num_batches, B]}`` (held-out images, never the test
 split; ``mask`` is 0 on padding).
@@ -33,6 +34,7 @@ import numpy as np
 from nas_jax.common import compiler_options
 from nas_jax.pruning import masked
 from nas_jax.pruning.task import PruningTask
+from nas_jax.train.step import create_mesh, shard_stacked
 
 
 def map_batches(f: Callable, xs, unrolled: bool, batch_size: Optional[int] = None):
@@ -97,8 +99,8 @@ class CandidateEvaluator:
         self.chunk = chunk
         self.vmap_width = vmap_width or (1 if unrolled else chunk)
         self._params = params
-        self._calibration = jnp.asarray(calibration)
-        self._holdout = {k: jnp.asarray(v) for k, v in holdout.items()}
+        # global arrays over the mesh: recalibration and accuracy sum over every process's images
+        self._calibration, self._holdout = shard_stacked((calibration, holdout), create_mesh())
 
         def run(p, channels, cal, hold):
             return map_batches(lambda c: configuration_accuracy(task, p, c, cal, hold, unrolled), channels, unrolled,

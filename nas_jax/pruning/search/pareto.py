@@ -7,6 +7,7 @@ import glob
 import json
 import os
 
+from nas_jax.common import save_figure
 from nas_jax.pruning.search.driver import BEST_FILE, STATE_FILE
 
 
@@ -35,5 +36,4 @@ def plot_pareto(root: str, out_path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out_path, 120)

@@ -2,7 +2,7 @@
 ResNet18 (at 1/8 of its published widths) and jax-resnet's ResNet18 at widths
 (8, 16, 32, 64), as ``tests/external_models.py`` names them, on the embedded digits.
 
-    python experiments/external_models.py --workdir W [--steps 300]
+    python experiments/prune_external_models.py --workdir W [--steps 300]
 
 Per model: ``prune train`` (``--steps`` steps), ``prune search --method evolution --budget
 flops=0.5``, ``prune export`` (its float32 max |exported - masked|), then, from the same
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
                      f"steps | {r['exported_vs_masked_rel_l2']:.1e} ({r['logits_dtype']} logits) | "
                      f"{r['folded_vs_exported_rel_l2']:.1e} | {r['flops_ratio']:.3f} | {r['params_ratio']:.3f} | "
                      f"{r['finetuned_test_accuracy']:.3f} |")
-    text = ("External linen models through Graph Pruning on digits (`python experiments/external_models.py "
+    text = ("External linen models through Graph Pruning on digits (`python experiments/prune_external_models.py "
             f"--workdir W --steps {args.steps}`)\n\n" + "\n".join(lines) + "\n")
     write_results(os.path.join(REPO, "experiments", "results", "external_models.md"), text,
                   {"steps": args.steps, "rows": rows})
