@@ -19,7 +19,6 @@ import flax.linen as nn
 Overrides = Tuple[Tuple[str, Tuple[Tuple[str, int], ...]], ...]  # ((module path, ((attribute, value), ...)), ...)
 
 
-@contextlib.contextmanager
 WRAPPER_FIELDS = ("model", "unfolded")  # the fields of AtWidths and rep.fold_batch_norms.FoldedBatchNorms
 
 
@@ -35,6 +34,7 @@ def _changes(overrides: Dict[str, Dict[str, int]], path: Tuple[str, ...]):
     return None
 
 
+@contextlib.contextmanager
 def override_attributes(overrides: Dict[str, Dict[str, int]]):
     """Within the context, a call of an ``nn.Conv`` or ``nn.Dense`` whose ``/``-joined path
     is a key of ``overrides`` runs as that module with the attributes replaced."""
