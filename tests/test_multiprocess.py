@@ -28,9 +28,11 @@ def _free_port() -> int:
 
 
 def _start(args, devices: int, log):
+    """``nas-jax args`` (``args[0]`` a script instead: ``tests/tiny_repnas_cli.py``)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.path.join(REPO, "tests"),
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"}
-    return subprocess.Popen([sys.executable, "-m", "nas_jax.cli", *args], cwd=REPO, env=env, stdout=log,
+    entry = [args[0]] if args[0].endswith(".py") else ["-m", "nas_jax.cli", args[0]]
+    return subprocess.Popen([sys.executable, *entry, *args[1:]], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
 
 
@@ -129,6 +131,36 @@ def test_prune_train_and_search_on_two_processes_equal_one_process(tmp_path):
         assert a["step"] == b["step"] and a.get("loss") == pytest.approx(b.get("loss"), rel=1e-5)
     best = [json.loads((tmp_path / f"run{p}" / "search" / "evolution" / "best.json").read_text()) for p in (1, 2)]
     assert best[1]["groups"] == best[0]["groups"] and best[1]["val_accuracy"] == pytest.approx(best[0]["val_accuracy"])
+
+
+REPNAS = ["tests/tiny_repnas_cli.py", "repnas", "--config", "experiments/configs/repnas_digits.py",
+          "--config.model=tiny", "--config.num_epochs=0", "--config.num_steps=8", "--config.batch_size=16",
+          "--config.log_every=1", "--config.warmup_steps=2", "--config.repnas.random_epochs=0.03",
+          "--config.repnas.search_epochs=0.045"]  # 2 random steps, 3 search steps, 3 fixed
+
+
+def test_repnas_on_two_processes_equals_one_process(tmp_path):
+    """The whole RepNAS job (random phase, search, fix, fixed training, fusion, report) on
+    the tests' tiny backbone: same losses, genotype, report and deploy weights."""
+    import orbax.checkpoint as ocp
+    for processes in (1, 2):
+        logs = tmp_path / f"logs{processes}"
+        logs.mkdir()
+        _wait(_job(REPNAS, tmp_path / f"run{processes}", processes, logs))
+    one, two = tmp_path / "run1", tmp_path / "run2"
+    genotypes = [json.loads((run / "genotype.json").read_text()) for run in (one, two)]
+    for a, b in zip(genotypes[1]["layers"], genotypes[0]["layers"]):
+        assert a["kept"] == b["kept"] and a["alphas"] == pytest.approx(b["alphas"], rel=1e-5, abs=1e-6)
+    reports = [json.loads((run / "report.json").read_text()) for run in (one, two)]
+    for key, value in reports[0].items():
+        if isinstance(value, float) and not key.endswith("_s"):  # not the wall-clock seconds
+            assert reports[1][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    for a, b in zip(_metrics(two), _metrics(one)):
+        assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    with ocp.StandardCheckpointer() as checkpointer:
+        deploys = [checkpointer.restore(run / "deploy") for run in (one, two)]
+    for a, b in zip(jax.tree.leaves(deploys[1]), jax.tree.leaves(deploys[0])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_a_job_needs_all_three_flags(capsys):

@@ -78,19 +78,18 @@ def build_task(config: ml_collections.ConfigDict, train_data: Pipeline, model=No
 
 
 def predict(model, variables, pipeline: Pipeline, batch_size: int, mesh) -> Tuple[np.ndarray, np.ndarray]:
-    """Eval-mode logits ``[N, classes]`` and labels ``[N]`` over one pass of ``pipeline``,
-    computed at the highest matmul precision."""
+    """Eval-mode logits ``[N, classes]`` and labels ``[N]`` over one pass of ``pipeline``
+    (every process's examples, in every process), computed at the highest matmul precision."""
     rep = replicated(mesh)
-    apply = jax.jit(lambda v, x: model.apply(v, x, train=False), in_shardings=(rep, data_sharding(mesh)), out_shardings=rep)
+    apply = jax.jit(lambda v, b: (model.apply(v, b["image"], train=False), b["label"], b["mask"]),
+                    in_shardings=(rep, data_sharding(mesh)), out_shardings=rep)
     variables = jax.device_put(variables, rep)
     logits, labels = [], []
     with jax.default_matmul_precision("highest"):
         for batch in pipeline.eval_batches(batch_size):
-            out = np.asarray(apply(variables, shard_batch({"image": batch["image"], "label": batch["label"]},
-                                                          mesh)["image"]))
-            real = batch["mask"] > 0
-            logits.append(out[real])
-            labels.append(batch["label"][real])
+            out, label, mask = (np.asarray(a) for a in apply(variables, shard_batch(batch, mesh)))
+            logits.append(out[mask > 0])
+            labels.append(label[mask > 0])
     return np.concatenate(logits), np.concatenate(labels)
 
 
