@@ -6,6 +6,7 @@ import pytest
 
 from helpers import random_variables, rel_l2
 from nas_jax import MODELS, create_model, fuse_params
+from nas_jax.rep.fuse import deploy_form
 
 X_SHAPE = (2, 64, 64, 3)
 
@@ -25,8 +26,8 @@ def test_deploy_form_has_the_plain_structure(name, block):
     model = create_model(name, block=block, num_classes=7, width=0.25)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)
     deploy_vars = jax.eval_shape(lambda v: fuse_params(model, v)[1], variables)
-    deploy_model = model.clone(block="deploy", branch_mask=())
-    assert deploy_model.block == "deploy"
+    deploy_model = deploy_form(model)
+    assert deploy_model == plain.clone(block="deploy")  # the zoo's plain network, built as a deploy form
     assert set(deploy_vars) == {"params"}
     assert _kernel_shapes(deploy_vars["params"]) == _kernel_shapes(plain_vars["params"])
     n_plain = sum(np.prod(l.shape) for l in jax.tree.leaves(plain_vars["params"]))
@@ -47,7 +48,7 @@ def test_fused_model_equals_multi_branch_model(name, block):
     x = jax.random.normal(jax.random.key(1), X_SHAPE)
     variables = random_variables(model, x, seed=3, scale=0.1)
     y = jax.jit(model.apply)(variables, x)
-    deploy_model = model.clone(block="deploy", branch_mask=())
+    deploy_model = deploy_form(model)
     deploy_vars = jax.jit(lambda v: fuse_params(model, v)[1])(variables)
     y_deploy = jax.jit(deploy_model.apply)(deploy_vars, x)
     assert rel_l2(y_deploy, y) < 1e-5
@@ -70,7 +71,7 @@ def test_repnas_static_mask_is_honoured_by_the_model_and_the_fusion():
     masked = model.clone(branch_mask=mask)
     y = jax.jit(masked.apply)(variables, x)
     assert rel_l2(y, jax.jit(model.apply)(variables, x)) > 1e-3  # the mask changes the network
-    deploy_model = masked.clone(block="deploy", branch_mask=())
+    deploy_model = deploy_form(masked)
     deploy_vars = jax.jit(lambda v: fuse_params(masked, v)[1])(variables)
     assert rel_l2(jax.jit(deploy_model.apply)(deploy_vars, x), y) < 1e-5
 

@@ -8,7 +8,7 @@ import pytest
 from helpers import randomize
 from nas_jax.common import RUN_ONCE_COMPILER_OPTIONS
 from nas_jax.models import create_model
-from nas_jax.rep.fuse import fuse_params
+from nas_jax.rep.fuse import deploy_form, fuse_params
 from nas_jax.repnas.searchable import branch_weights_collection, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget, gumbel_rank, kept_mask, straight_through
 from nas_jax.repnas.task import RepNASTask, SearchSchedule, SearchStability, alpha_optimizer, resolve_branch_compute
@@ -150,7 +150,7 @@ def test_fused_network_equals_the_fixed_supernet_in_eval_mode(name, width):
     fixed = model.clone(branch_mask=static_branch_mask([layer.path for layer in layers], mask))
     x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
     variables = randomize(jax.eval_shape(model.init, jax.random.key(0), x), seed=1, scale=0.2)
-    deploy = fixed.clone(block="deploy", branch_mask=())
+    deploy = deploy_form(fixed)
     deploy_variables = _run_once(lambda v: fuse_params(fixed, v, input_shape=(1, 32, 32, 3))[1], variables)
     supernet_out = _run_once(lambda v: fixed.apply(v, x), variables)
     fused_out = _run_once(lambda v: deploy.apply(v, x), deploy_variables)

@@ -15,6 +15,7 @@ from helpers import randomize
 from nas_jax import cli
 from nas_jax.interop import flax_to_torch
 from nas_jax.models import create_model
+from nas_jax.rep.fuse import deploy_form
 from nas_jax.repnas.config import repnas_section
 from nas_jax.repnas.genotype import read_genotype_mask
 from nas_jax.repnas.searchable import find_searchable_layers, static_branch_mask
@@ -248,7 +249,7 @@ def test_import_official_supernet_fuses_and_matches_the_supernet(tmp_path, capsy
     with ocp.StandardCheckpointer() as checkpointer:
         deploy = checkpointer.restore(os.path.join(workdir, "deploy"))
     expected_logits = jax.jit(lambda v: fixed.apply(v, x))(variables)
-    deploy_logits = jax.jit(lambda v: model.clone(block="deploy", branch_mask=()).apply(v, x))(deploy)
+    deploy_logits = jax.jit(lambda v: deploy_form(model).apply(v, x, train=False))(deploy)
     scale = float(np.abs(expected_logits).max())
     np.testing.assert_allclose(deploy_logits, expected_logits, rtol=1e-4, atol=1e-4 * scale)
     assert report["fused_vs_supernet_max_abs_logit_diff"] <= 1e-4 * max(scale, 1.0)

@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_STEPS = 8
 
 
-class TinyNet(nn.Module):
+class ConvBNPoolDense(nn.Module):
     """conv-BN-ReLU, global pool, dense: the step machinery at a compile cost of ~1 s."""
     num_classes: int = 10
 
@@ -62,7 +62,7 @@ def train_losses(workdir):
 
 def test_sharded_step_equals_one_device_step():
     config = tiny_config()
-    task = ClassificationTask(TinyNet())
+    task = ClassificationTask(ConvBNPoolDense())
     tx, lr = create_optimizer(config, 10)
     batches = create_pipeline("digits", "train").train_batches(16, 0)
     host = [next(batches) for _ in range(2)]
@@ -85,15 +85,15 @@ def test_sharded_step_equals_one_device_step():
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("full"))
-    train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), progress_bar=False)
+    train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)
     return train_losses(workdir)
 
 
 def test_stop_and_resume_gives_the_same_losses(tmp_path, uninterrupted):
     workdir = str(tmp_path)
-    train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), stop_at_step=5, progress_bar=False)
+    train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), stop_at_step=5, progress_bar=False)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
-    state = train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), progress_bar=False)
+    state = train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)
     assert int(state.step) == TOTAL_STEPS
     resumed = train_losses(workdir)
     assert sorted(resumed) == list(range(1, TOTAL_STEPS + 1))
@@ -120,7 +120,7 @@ def test_killed_process_resumes_with_the_same_losses(tmp_path, uninterrupted, si
         with open(step_log) as f:
             last_done = int(f.read().split()[-1])
         assert proc.returncode == 0 and steps[-1] == last_done, "SIGTERM saves after the step in progress"
-    train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), progress_bar=False)
+    train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)
     resumed = train_losses(workdir)
     np.testing.assert_allclose([resumed[s] for s in range(1, TOTAL_STEPS + 1)],
                                [uninterrupted[s] for s in range(1, TOTAL_STEPS + 1)], rtol=1e-6)
@@ -132,7 +132,7 @@ class AlphaTask(ClassificationTask):
     trains_extra = True
 
     def __init__(self):
-        super().__init__(TinyNet())
+        super().__init__(ConvBNPoolDense())
         self.logged = []
 
     def init(self, rng, batch):
@@ -169,19 +169,19 @@ def test_a_run_in_two_segments_equals_one_run(tmp_path, uninterrupted):
     """The first segment stops at ``until`` with a checkpoint; the second, in its own
     checkpoint directory, starts from it (``start_from``) and gives the one-run losses."""
     workdir = str(tmp_path)
-    first = train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), until=3, checkpoint_dir="first",
+    first = train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), until=3, checkpoint_dir="first",
                   progress_bar=False)
     assert int(first.step) == 3 and sorted(os.listdir(os.path.join(workdir, "first"))) == ["2", "3"]
-    again = train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), until=3, checkpoint_dir="first",
+    again = train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), until=3, checkpoint_dir="first",
                   progress_bar=False)  # done already: restores, trains nothing
     assert int(again.step) == 3 and len(train_losses(workdir)) == 3
     started = []
 
     def start_from():
         started.append(True)
-        return latest_checkpoint(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), "first")
+        return latest_checkpoint(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), "first")
 
-    train(tiny_config(), workdir, SlowTask(TinyNet(), 0.1), start_from=start_from, progress_bar=False)
+    train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), start_from=start_from, progress_bar=False)
     assert started == [True] and sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6", "8"]
     resumed = train_losses(workdir)
     assert sorted(resumed) == list(range(1, TOTAL_STEPS + 1))
@@ -190,7 +190,7 @@ def test_a_run_in_two_segments_equals_one_run(tmp_path, uninterrupted):
 
 
 def test_weight_decay_skips_batchnorm_and_biases():
-    params = jax.eval_shape(TinyNet().init, jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3)))["params"]
+    params = jax.eval_shape(ConvBNPoolDense().init, jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3)))["params"]
     mask = weight_decay_mask(params)
     assert mask["Conv_0"]["kernel"] and mask["Dense_0"]["kernel"]
     assert not mask["Dense_0"]["bias"] and not mask["BatchNorm_0"]["scale"] and not mask["BatchNorm_0"]["bias"]
@@ -218,4 +218,4 @@ def test_cli_train_eval_fuse_on_a_zoo_model(tmp_path, capsys):
 
 
 if __name__ == "__main__":  # the process test_killed_process_resumes_* kills
-    train(tiny_config(), sys.argv[1], SlowTask(TinyNet(), 0.1), progress_bar=False)
+    train(tiny_config(), sys.argv[1], SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)

@@ -30,7 +30,7 @@ from nas_jax.interop.torch_state_dict import (StateDictMismatchError, load_state
 from nas_jax.models.mobilenet import MOBILENET_V1_CHANNELS, MobileNetV1
 from nas_jax.models.resnet import ResNet
 from nas_jax.rep.blocks import OFFICIAL_PRIMITIVES, DeployConv, DiverseBranchBlock, RepNASBlock
-from nas_jax.rep.fuse import fuse_params
+from nas_jax.rep.fuse import deploy_form, fuse_params
 
 HELP = "check JAX blocks and models against golden .npz files made by the official PyTorch code"
 TOLERANCE = 1e-5
@@ -206,7 +206,7 @@ def _repnas_mixedop(golden: GoldenFile) -> _Subject:
 def _mobilenet_v1_channels(model, input_shape):
     """The official ``channels`` list of a Flax MobileNetV1: ``conv1``'s width, then each
     ``stem_i`` block's depthwise and pointwise widths (read off its deploy form)."""
-    params = jax.eval_shape(model.clone(block="deploy").init, jax.random.key(0),
+    params = jax.eval_shape(deploy_form(model).init, jax.random.key(0),
                             jax.ShapeDtypeStruct(input_shape, jnp.float32))["params"]
     num_blocks = sum(name.startswith("stem_") for name in params)
     return [params["conv1"]["conv"]["kernel"].shape[-1]] + [
@@ -236,7 +236,7 @@ def _dbb_model(golden: GoldenFile) -> _Subject:
         widths = _mobilenet_v1_channels(model, input_shape)
         if widths != channels:
             raise GoldenFileError(f"config channels {channels} disagree with the tensors' widths {widths}")
-    return _Subject(model, model.clone(block="deploy", branch_mask=()), fuse=_fuse_model)
+    return _Subject(model, deploy_form(model), fuse=_fuse_model)
 
 
 BUILDERS = {"dbb_block": _dbb_block, "repnas_mixedop": _repnas_mixedop, "dbb_model": _dbb_model}

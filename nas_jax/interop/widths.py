@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from nas_jax.rep.fuse import deploy_form
 from nas_jax.interop.torch_state_dict import flax_tensors
 
 CLASSIFIER = "linear"
@@ -32,7 +33,7 @@ def state_dict_param_shapes(state_dict: Mapping) -> Dict[Tuple[str, ...], Tuple[
 
 def deploy_layer_kernels(model: nn.Module, input_shape) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
     """``{layer path: deploy kernel shape}`` of a zoo model (HWIO; the classifier [in, out])."""
-    deploy = model.clone(block="deploy", branch_mask=())
+    deploy = deploy_form(model)
     shapes = jax.eval_shape(lambda x: deploy.init(jax.random.key(0), x, train=False),
                             jax.ShapeDtypeStruct(input_shape, jnp.float32))
     flat = traverse_util.flatten_dict(shapes["params"])

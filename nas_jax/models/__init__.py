@@ -30,10 +30,10 @@ def create_model(name: str, **kwargs):
         block, width, dtype = kwargs.get("block", "plain"), kwargs.get("width", 1.0), kwargs.get("dtype")
         if width != 1.0:
             raise ValueError(f"model {name}: width={width} applies to zoo models only; a user model sets its own "
-                             "widths")
+                             "widths (add --config.width=1.0 when the config was written for a zoo model)")
         if dtype is not None and dtype != "float32":
             raise ValueError(f"model {name}: dtype={dtype} applies to zoo models only; set the compute dtype "
-                             "inside a user model")
+                             "inside a user model (and --config.dtype=float32)")
         spec = CustomSpec(name, kwargs["num_classes"], model_kwargs=tuple(sorted(kwargs.get("model_kwargs", {}).items())))
         return spec.model(block)
     if name not in MODELS:

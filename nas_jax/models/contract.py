@@ -82,7 +82,8 @@ def _trace(name: str, what: str, fn, *args):
                 f"model {name}: {what} tries to update its batch_stats ({text.splitlines()[0]}): in eval mode a "
                 "model must not change its statistics. Does it pass train on to every BatchNorm, as "
                 "nn.BatchNorm(use_running_average=not train)?") from err
-        raise ModelContractError(f"model {name}: {what} fails: {text.splitlines()[0]}") from err
+        raise ModelContractError(f"model {name}: {what} fails: {text.splitlines()[0]} (call it yourself "
+                                 "for the whole traceback)") from err
 
 
 def check_model(module: nn.Module, input_shape: Sequence[int], num_classes: int, name: str = "") -> None:

@@ -57,7 +57,8 @@ def model_spec(config, num_classes: int) -> Union[ZooSpec, CustomSpec]:
     size = config.image_size or 32
     if is_custom(config.model):
         if config.width != 1.0:
-            raise ValueError(f"width={config.width} applies to zoo models only; {config.model} sets its own widths")
+            raise ValueError(f"width={config.width} applies to zoo models only; {config.model} sets its own widths "
+                             "(add --config.width=1.0 when the config was written for a zoo model)")
         return CustomSpec(config.model, num_classes, size, tuple(sorted(dict(config.get("model_kwargs", {})).items())))
     return ZooSpec(config.model, num_classes, config.width, size)
 

@@ -56,7 +56,7 @@ def fuse_params(model: nn.Module, variables, *, input_shape: Sequence[int] = (1,
     """
     if not _has_blocks(model):
         return fold_batch_norms(model, variables, input_shape=input_shape)
-    deploy_model = _deploy_form(model)
+    deploy_model = deploy_form(model)
     fused = fused_kernels(model, variables, input_shape)
     depths = sorted({len(path) for path in fused})
     flat = {k: v for k, v in traverse_util.flatten_dict(variables["params"]).items()
@@ -76,10 +76,15 @@ def _has_blocks(model: nn.Module) -> bool:
     return isinstance(inner, nn.Module) and _has_blocks(inner)
 
 
-def _deploy_form(model: nn.Module) -> nn.Module:
-    """``model`` (``_has_blocks``) with ``block='deploy'`` (and no branch mask), inside its
-    wrappers."""
+def deploy_form(model: nn.Module) -> nn.Module:
+    """The deploy model ``fuse_params`` returns for a model with blocks (any block kind,
+    inside its wrappers): ``block='deploy'``, no branch mask. Its variables come from
+    ``fuse_params``; this gives the module alone (e.g. to build a model before loading
+    deploy weights)."""
+    if not _has_blocks(model):
+        raise ValueError(f"{type(model).__name__} has no nas_jax blocks (a `block` attribute): its deploy form is "
+                         "the FoldedBatchNorms fuse_params returns with its variables")
     fields = {f.name for f in dataclasses.fields(model)}
     if not isinstance(getattr(model, "block", None), str):
-        return model.clone(model=_deploy_form(model.model))
+        return model.clone(model=deploy_form(model.model))
     return model.clone(block="deploy", **({"branch_mask": ()} if "branch_mask" in fields else {}))

@@ -30,7 +30,7 @@ import numpy as np
 from nas_jax.common import write_json_atomic
 from nas_jax.data import Pipeline
 from nas_jax.models import create_model
-from nas_jax.rep.fuse import fuse_params
+from nas_jax.rep.fuse import deploy_form, fuse_params
 from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, plot_mask_trace, write_genotype
 from nas_jax.repnas.searchable import SearchableLayer, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget
@@ -118,7 +118,7 @@ def fuse_and_report(model: nn.Module, layers: Sequence[SearchableLayer], variabl
     fixed = model.clone(branch_mask=static_branch_mask([layer.path for layer in layers], mask))
     variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
     input_shape = (1,) + tuple(eval_data.image_shape)
-    deploy_model = fixed.clone(block="deploy", branch_mask=())
+    deploy_model = deploy_form(fixed)
     with jax.default_matmul_precision("highest"):
         deploy_variables = jax.jit(lambda v: fuse_params(fixed, v, input_shape=input_shape)[1])(variables)
     trained_logits, labels = predict(fixed, variables, eval_data, eval_batch_size, mesh)
