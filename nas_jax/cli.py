@@ -3,7 +3,9 @@
 Each subcommand lives in the module of its concern, which defines ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status). A subcommand that
 takes ``--config.key=value`` overrides sets ``parser.set_defaults(takes_config_overrides=True)``
-and finds them, in order, in ``args.config_overrides``. The commands that compute join a
+and finds them, in order, in ``args.config_overrides``. A command reports bad input by
+raising one of ``USER_ERRORS``, which ``main`` prints as ``error: ...`` on stderr with exit
+status 2. The commands that compute join a
 multi-process job first (``nas_jax.distributed``: ``--coordinator_address``,
 ``--num_processes``, ``--process_id`` anywhere on the line, or a cluster JAX detects).
 """
@@ -27,6 +29,9 @@ COMMANDS = {
     "prune": "nas_jax.pruning.cli",
 }
 COMPUTING = ("train", "eval", "fuse", "bench", "repnas", "prune")
+# what a command raises for bad input (a config key, a file, a model, a budget): reported
+# here as one line and exit status 2; anything else is a bug and keeps its traceback
+USER_ERRORS = (ValueError, NotImplementedError, FileNotFoundError, ImportError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,16 +59,16 @@ def main(argv=None) -> int:
     if overrides and not getattr(args, "takes_config_overrides", False):
         parser.error(f"{args.command} takes no {CONFIG_OVERRIDE_PREFIX}key=value overrides: {overrides}")
     args.config_overrides = overrides
-    if args.command in COMPUTING:
-        try:
-            distributed.initialize(job)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    elif job:
+    if job and args.command not in COMPUTING:
         parser.error(f"{args.command} runs in one process; {', '.join(distributed.FLAGS)} apply to "
                      f"{', '.join(COMPUTING)}")
-    return int(args._run(args) or 0)
+    try:
+        if args.command in COMPUTING:
+            distributed.initialize(job)
+        return int(args._run(args) or 0)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

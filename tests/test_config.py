@@ -43,10 +43,20 @@ def test_bad_overrides_are_clear_errors(override, message):
 def test_cli_rejects_a_bad_override_before_anything_runs(tmp_path, capsys):
     workdir = tmp_path / "run"
     status = main(["train", "--config", CONFIGS[0], "--workdir", str(workdir), "--config.batchsize=3"])
-    assert status == 2 and "unknown config key 'batchsize'" in capsys.readouterr().out
+    assert status == 2 and "unknown config key 'batchsize'" in capsys.readouterr().err
     assert not workdir.exists()
 
 
 def test_missing_config_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(str(tmp_path / "nope.py"))
+
+
+@pytest.mark.parametrize("command", [["eval"], ["fuse"], ["prune", "search", "--method", "uniform", "--budget",
+                                                              "flops=0.5"]])
+def test_a_command_on_a_directory_that_holds_no_run_says_so(tmp_path, capsys, command):
+    """Every command's bad input is reported in one place (``nas_jax.cli.main``): one line on
+    stderr and exit status 2, not a traceback."""
+    assert main([*command, "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "holds no training run" in err and "Traceback" not in err

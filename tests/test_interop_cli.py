@@ -55,23 +55,23 @@ def test_export_of_an_unfused_run_says_to_fuse(tmp_path, capsys, weights):
                  "--config.image_size=32"]) == 0
     capsys.readouterr()
     assert main(["export", "onnx", "--workdir", str(workdir), "--output", str(tmp_path / "m.onnx")]) == 2
-    assert "nas-jax fuse" in capsys.readouterr().out
+    assert "nas-jax fuse" in capsys.readouterr().err
 
 
 def test_bad_checkpoints_are_refused_with_the_reason(tmp_path, capsys, weights):
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(weights[0].read_bytes()[:1000])
     assert main(["import", "torchvision", "resnet18", "--weights", str(corrupt), "--workdir", str(tmp_path / "a")]) == 2
-    assert "cannot import" in capsys.readouterr().out
+    assert "cannot import" in capsys.readouterr().err
     other = tmp_path / "mobilenet.pth"
     torch.save(torchvision.models.mobilenet_v2(num_classes=10).state_dict(), other)
     assert main(["import", "torchvision", "resnet18", "--weights", str(other), "--workdir", str(tmp_path / "b")]) == 2
-    assert "belongs to no layer of resnet18" in capsys.readouterr().out
+    assert "belongs to no layer of resnet18" in capsys.readouterr().err
     wrong_classes = tmp_path / "r18_1000.pth"
     torch.save(torchvision.models.resnet18().state_dict(), wrong_classes)
     assert main(["import", "torchvision", "resnet18", "--weights", str(wrong_classes),
                  "--workdir", str(tmp_path / "c")]) == 2
-    assert "1000 classes" in capsys.readouterr().out
+    assert "1000 classes" in capsys.readouterr().err
     assert not (tmp_path / "c" / "network").exists()
 
 

@@ -41,4 +41,4 @@ def test_search_then_export_best(tmp_path, capsys):
     capsys.readouterr()
     assert main(["prune", "search", "--workdir", str(workdir), "--method", "random", "--budget", "flops=0.001",
                  *SEARCH]) == 2
-    assert "impossible" in capsys.readouterr().out
+    assert "impossible" in capsys.readouterr().err

@@ -198,7 +198,7 @@ def steps_in(workdir, directory):
 def test_bad_settings_fail_before_training(tmp_path, capsys, overrides, message):
     config = os.path.join(REPO, "experiments", "configs", "repnas_digits.py")
     assert cli.main(["repnas", "--config", config, "--workdir", str(tmp_path), *overrides]) == 2
-    assert message in capsys.readouterr().out
+    assert message in capsys.readouterr().err
     assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints"))
     assert not os.path.exists(os.path.join(str(tmp_path), "search_checkpoints"))
 

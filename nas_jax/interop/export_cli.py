@@ -64,20 +64,16 @@ def run(args) -> int:
     from nas_jax.interop.onnx_export import export_onnx
     from nas_jax.interop.third_party import to_torchvision
 
-    try:
-        model, variables, image_shape = _fused_run(args.workdir) if args.workdir else _network(args.network)
-        if args.format == "onnx":
-            result = export_onnx(model, variables, args.output, (args.batch,) + image_shape)
-        else:
-            if not args.name:
-                raise ValueError("torchvision export needs the class name, e.g. `export torchvision resnet18`")
-            import torch
+    model, variables, image_shape = _fused_run(args.workdir) if args.workdir else _network(args.network)
+    if args.format == "onnx":
+        result = export_onnx(model, variables, args.output, (args.batch,) + image_shape)
+    else:
+        if not args.name:
+            raise ValueError("torchvision export needs the class name, e.g. `export torchvision resnet18`")
+        import torch
 
-            state_dict = to_torchvision(args.name, variables)
-            torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, args.output)
-            result = {"path": args.output, "tensors": len(state_dict)}
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        print(f"error: {err}")
-        return 2
+        state_dict = to_torchvision(args.name, variables)
+        torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, args.output)
+        result = {"path": args.output, "tensors": len(state_dict)}
     print(json.dumps(result))
     return 0

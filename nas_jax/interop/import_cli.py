@@ -31,15 +31,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from nas_jax.interop.third_party import architecture, from_timm, from_torchvision
     from nas_jax.models.network import ZooSpec, save_network
-    from nas_jax.train.config import ConfigError, apply_overrides, default_config, load_config
+    from nas_jax.train.config import apply_overrides, default_config, load_config
     from nas_jax.train.loop import pipeline_from_config, train
 
-    try:
-        config = load_config(args.config) if args.config else default_config()
-        config = apply_overrides(config, args.config_overrides)
-    except ConfigError as e:
-        print(f"error: {e}")
-        return 2
+    config = apply_overrides(load_config(args.config) if args.config else default_config(), args.config_overrides)
     arch = architecture(args.source, args.name)
     data = pipeline_from_config(config, config.eval_split)
     size = data.image_shape[0]
@@ -47,12 +42,10 @@ def run(args) -> int:
     try:
         model, variables = importer(args.name, args.weights, (1, size, size, data.image_shape[-1]))
     except (ValueError, OSError, RuntimeError, EOFError) as err:  # bad names, shapes or file
-        print(f"error: cannot import {args.weights} as {args.source} {args.name}:\n{err}")
-        return 2
+        raise ValueError(f"cannot import {args.weights} as {args.source} {args.name}:\n{err}") from err
     if model.num_classes != data.num_classes:
-        print(f"error: {args.weights} has {model.num_classes} classes, the dataset {config.dataset!r} has "
-              f"{data.num_classes}; pick a config whose dataset matches")
-        return 2
+        raise ValueError(f"{args.weights} has {model.num_classes} classes, the dataset {config.dataset!r} has "
+                         f"{data.num_classes}; pick a config whose dataset matches")
     network = os.path.abspath(os.path.join(args.workdir, "network"))
     spec = ZooSpec(arch.zoo_name, model.num_classes, model.width, size)
     save_network(network, spec, model, variables)

@@ -48,11 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    try:
-        return args._prune(args)
-    except (ValueError, NotImplementedError, FileNotFoundError) as err:
-        print(f"error: {err}")
-        return 2
+    return args._prune(args)
 
 
 def run_graph(args) -> int:

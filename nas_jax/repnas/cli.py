@@ -38,28 +38,24 @@ def _need(args, *names):
 
 
 def run(args) -> int:
-    from nas_jax.train.config import ConfigError, apply_overrides, load_config
+    from nas_jax.train.config import apply_overrides, load_config
 
-    try:
-        if args.action == "search":
-            _need(args, "config")
-            from nas_jax.repnas.run import search, summary
+    if args.action == "search":
+        _need(args, "config")
+        from nas_jax.repnas.run import search, summary
 
-            config = apply_overrides(load_config(args.config), args.config_overrides)
-            report = search(config, args.workdir)
-            print(summary(report, args.workdir))
-            return 0
-        _need(args, "checkpoint", "model")
-        if args.config_overrides:
-            raise ValueError("repnas import takes no --config.key=value overrides")
-        from nas_jax.repnas.official import import_official
-
-        report = import_official(args.checkpoint, args.model, args.workdir, num_classes=args.num_classes,
-                                 width=args.width, mask_file=args.mask, kept_ratio=args.kept_ratio,
-                                 dataset=args.dataset, data_dir=args.data_dir, split=args.split,
-                                 image_size=args.image_size, batch_size=args.batch_size)
-        print(json.dumps(report, indent=2))
+        config = apply_overrides(load_config(args.config), args.config_overrides)
+        report = search(config, args.workdir)
+        print(summary(report, args.workdir))
         return 0
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}")
-        return 2
+    _need(args, "checkpoint", "model")
+    if args.config_overrides:
+        raise ValueError("repnas import takes no --config.key=value overrides")
+    from nas_jax.repnas.official import import_official
+
+    report = import_official(args.checkpoint, args.model, args.workdir, num_classes=args.num_classes,
+                             width=args.width, mask_file=args.mask, kept_ratio=args.kept_ratio,
+                             dataset=args.dataset, data_dir=args.data_dir, split=args.split,
+                             image_size=args.image_size, batch_size=args.batch_size)
+    print(json.dumps(report, indent=2))
+    return 0

@@ -14,15 +14,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from nas_jax.train.config import ConfigError, apply_overrides, load_config
+    from nas_jax.train.config import apply_overrides, load_config
     from nas_jax.train.loop import train
     from nas_jax.train.metrics import read_metrics
 
-    try:
-        config = apply_overrides(load_config(args.config), args.config_overrides)
-    except ConfigError as e:
-        print(f"error: {e}")
-        return 2
+    config = apply_overrides(load_config(args.config), args.config_overrides)
     state = train(config, args.workdir)
     evals = [r for r in read_metrics(args.workdir) if r["split"] == config.eval_split]
     print(json.dumps({"step": int(state.step), **(evals[-1] if evals else {})}))
