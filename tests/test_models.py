@@ -1,4 +1,6 @@
 """The zoo: every model's fused form equals its multi-branch form and has the plain shape."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +8,11 @@ import pytest
 
 from helpers import random_variables, rel_l2
 from nas_jax import MODELS, create_model, fuse_params
+from nas_jax.pruning.graph import build_layer_graph
+from nas_jax.rep.blocks import ConvBN
 from nas_jax.rep.fuse import deploy_form
+from nas_jax.rep.kinds import BLOCK_MODULES, KINDS, markdown_table
+from nas_jax.rep.walk import intercept_modules
 
 X_SHAPE = (2, 64, 64, 3)
 
@@ -88,3 +94,38 @@ def test_any_width_classes_and_input_size(width, classes, size):
     model = create_model("mobilenet_v1", num_classes=classes, width=width)
     out = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), jnp.zeros((1, size, size, 3)))[0])
     assert out.shape == (1, classes) and out.dtype == jnp.float32
+
+
+def test_docs_list_every_block_kind_as_the_table_says():
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "custom_models.md")) as f:
+        assert markdown_table() in f.read(), "docs/custom_models.md: paste nas_jax.rep.kinds.markdown_table()"
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_block_kind_builds_its_module_where_it_applies_and_the_graph_sees_one_layer(kind):
+    """conv_block, the pruning graph and fuse_params all read the kinds table: a kind's
+    layers are its module where the kind applies, a ConvBN elsewhere; the graph has the
+    plain network's layers under every kind; every kind fuses to the deploy layout."""
+    row = KINDS[kind]
+    model = create_model("mobilenet_v2", block=kind, num_classes=5, width=0.25)  # 1x1 and 3x3 layers
+    variables = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    modules = {}
+
+    def record(module, call, x):
+        modules[module.path] = type(module)
+        return call(x)
+
+    with intercept_modules([(BLOCK_MODULES, record)]):
+        jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, 32, 32, 3)), train=False), variables)
+    assert modules and set(modules.values()) <= {row.module, ConvBN}
+    assert row.module in modules.values()
+    plain_graph = build_layer_graph(create_model("mobilenet_v2", num_classes=5, width=0.25), (1, 32, 32, 3))
+    graph = build_layer_graph(model, (1, 32, 32, 3))
+    assert [(l.path, l.kernel, l.groups) for l in graph.layers] == [(l.path, l.kernel, l.groups)
+                                                                    for l in plain_graph.layers]
+    for layer in graph.layers:
+        if layer.kind != "dense":
+            path = tuple(layer.path.split("/"))
+            assert modules[path] is (row.module if row.applies(layer.kernel[0]) else ConvBN), layer.path
+    deploy_vars = jax.eval_shape(lambda v: fuse_params(model, v)[1], variables)
+    assert set(deploy_vars) == {"params"}

@@ -1,4 +1,4 @@
-"""The model zoo: every model takes ``block`` (plain | dbb | repnas | deploy), ``width``,
+"""The model zoo: every model takes ``block`` (a kind of ``nas_jax.rep.kinds``), ``width``,
 ``num_classes`` and ``dtype``; inputs are NHWC images of any size >= 32."""
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import functools
 
 from nas_jax.models.at_widths import AtWidths
 from nas_jax.models.custom import CustomSpec, is_custom
-from nas_jax.models.conv_blocks import BLOCK_KINDS, MULTI_BRANCH_KINDS, BlockSpec, conv_block, is_searchable
+from nas_jax.models.conv_blocks import BlockSpec, conv_block
 from nas_jax.models.mobilenet import MobileNetV1, MobileNetV2
 from nas_jax.models.repvgg import REPVGG_CONFIGS, RepVGG
 from nas_jax.models.resnet import ResNet
+from nas_jax.rep.kinds import BLOCK_KINDS, MULTI_BRANCH_KINDS, block_kind
 
 MODELS = {
     "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2)),
@@ -38,11 +39,9 @@ def create_model(name: str, **kwargs):
         return spec.model(block)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; the zoo has {sorted(MODELS)}")
-    block = kwargs.get("block", "plain")
-    if block not in BLOCK_KINDS:
-        raise ValueError(f"unknown block kind {block!r}; choose one of {BLOCK_KINDS}")
+    block_kind(kwargs.get("block", "plain"))  # a ValueError for an unknown kind
     return MODELS[name](**kwargs)
 
 
-__all__ = ["MODELS", "create_model", "AtWidths", "CustomSpec", "is_custom", "BLOCK_KINDS", "MULTI_BRANCH_KINDS", "BlockSpec", "conv_block", "is_searchable",
+__all__ = ["MODELS", "create_model", "AtWidths", "CustomSpec", "is_custom", "BLOCK_KINDS", "MULTI_BRANCH_KINDS", "BlockSpec", "conv_block",
            "ResNet", "MobileNetV1", "MobileNetV2", "RepVGG"]

@@ -1,12 +1,8 @@
 """How a model asks for a conv-BN layer: the block kind decides which module it gets.
 
-``block`` kinds: ``plain`` (conv-BN), ``dbb`` (Diverse Branch Block where 1 < K < 7, the
-official rule), ``orepa`` (the DBB's branches collapsed into one kernel at every step,
-``nas_jax.rep.online``, same layers as ``dbb``), ``repnas`` (the RepNAS block for every
-3x3 conv), ``repnas_online`` (the RepNAS block's branches collapsed into one kernel at
-every step, same layers as ``repnas``) and ``deploy`` (one conv with bias, what every kind
-fuses into). Every layer is created under the name the caller gives, so the kinds of one
-model share their layer paths.
+The kinds are the rows of ``nas_jax.rep.kinds.KINDS`` (plain, dbb, orepa, repnas,
+repnas_online, deploy). Every layer is created under the name the caller gives, so the
+kinds of one model share their layer paths.
 """
 from __future__ import annotations
 
@@ -16,11 +12,8 @@ from typing import Any, Optional, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from nas_jax.rep.blocks import ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock
-from nas_jax.rep.online import OnlineDBB, OnlineRepNASBlock
-
-BLOCK_KINDS = ("plain", "dbb", "orepa", "repnas", "repnas_online", "deploy")
-MULTI_BRANCH_KINDS = ("dbb", "orepa", "repnas", "repnas_online")  # the kinds that train with branches and fuse
+from nas_jax.rep.blocks import ConvBN
+from nas_jax.rep.kinds import block_kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +32,7 @@ class BlockSpec:
     widths: Tuple[Tuple[str, int], ...] = ()
 
     def __post_init__(self):
-        if self.kind not in BLOCK_KINDS:
-            raise ValueError(f"unknown block kind {self.kind!r}; choose one of {BLOCK_KINDS}")
+        block_kind(self.kind)  # a ValueError for an unknown kind
 
     def static_mask(self, path: str) -> Optional[Tuple[bool, ...]]:
         for p, m in self.branch_mask:
@@ -56,12 +48,6 @@ class BlockSpec:
         return default
 
 
-def is_searchable(kind: str, kernel_size: int) -> bool:
-    """Whether a KxK conv-BN becomes a multi-branch block under ``kind``."""
-    return (kind in ("dbb", "orepa") and 1 < kernel_size < 7) or (kind in ("repnas", "repnas_online")
-                                                                   and kernel_size == 3)
-
-
 def conv_block(spec: BlockSpec, parent: nn.Module, features: int, kernel_size: int, strides: int = 1,
                groups: int = 1, *, name: str) -> nn.Module:
     """The module for one conv-BN layer of ``parent``, called as ``layer(x, train)``.
@@ -71,17 +57,12 @@ def conv_block(spec: BlockSpec, parent: nn.Module, features: int, kernel_size: i
     """
     path = "/".join(parent.path + (name,))
     features = spec.width(path, features)
-    if spec.kind == "deploy":
-        return DeployConv(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
-    if spec.kind == "dbb" and is_searchable("dbb", kernel_size):
-        return DiverseBranchBlock(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
-    if spec.kind == "orepa" and is_searchable("orepa", kernel_size):
-        return OnlineDBB(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
-    if spec.kind == "repnas" and is_searchable("repnas", kernel_size):
-        return RepNASBlock(features, strides, groups, spec.static_mask(path), dtype=spec.dtype, name=name)
-    if spec.kind == "repnas_online" and is_searchable("repnas_online", kernel_size):
-        return OnlineRepNASBlock(features, strides, groups, spec.static_mask(path), dtype=spec.dtype, name=name)
-    return ConvBN(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
+    kind = block_kind(spec.kind)
+    if not kind.applies(kernel_size):
+        return ConvBN(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
+    if kind.searchable:
+        return kind.module(features, strides, groups, spec.static_mask(path), dtype=spec.dtype, name=name)
+    return kind.module(features, kernel_size, strides, None, groups, dtype=spec.dtype, name=name)
 
 
 def classify(x, num_classes: int, dtype=None):

@@ -15,6 +15,7 @@ import os
 import time
 
 from nas_jax.common import write_json_atomic
+from nas_jax.rep.kinds import BLOCK_KINDS
 from nas_jax.pruning.search.cli import add_search_parser
 
 HELP = "Graph Pruning: draw a layer graph, train a PruningNet, export a pruned network"
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                   "or path/to/file.py:function")
     g.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments of a user model's function")
     g.add_argument("--keep-full", nargs="*", default=(), help="layer paths kept at full width")
-    g.add_argument("--block", default="plain", help="plain | dbb | repnas | deploy")
+    g.add_argument("--block", default="plain", choices=BLOCK_KINDS)
     g.add_argument("--width", type=float, default=1.0)
     g.add_argument("--num-classes", type=int, default=1000)
     g.add_argument("--image-size", type=int, default=224)

@@ -52,10 +52,10 @@ from jax.ad_checkpoint import checkpoint_name
 from jax.extend import core as jex_core
 
 from nas_jax.models.network import ZooSpec
-from nas_jax.rep.blocks import ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock
+from nas_jax.rep.kinds import BLOCK_MODULES, kind_of_module
 from nas_jax.rep.walk import intercept_modules, norm_kind
 
-LAYER_TYPES = (ConvBN, DeployConv, DiverseBranchBlock, RepNASBlock, nn.Conv, nn.Dense)
+LAYER_TYPES = BLOCK_MODULES + (nn.Conv, nn.Dense)
 NORM_TYPES = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 KINDS = ("conv", "depthwise", "dense")
@@ -175,8 +175,8 @@ def _describe(module: nn.Module, x, y) -> dict:
         return dict(kind="dense", kernel=(1, 1), stride=1, groups=1)
     if isinstance(module, nn.Conv):
         kernel, stride, groups = module.kernel_size, module.strides or 1, module.feature_group_count
-    else:  # a nas_jax block; a RepNAS block is always a 3x3 layer
-        kernel = 3 if isinstance(module, RepNASBlock) else module.kernel_size
+    else:  # a nas_jax block (a RepNAS block is always a 3x3 layer)
+        kernel = kind_of_module(module).fixed_kernel_size or module.kernel_size
         stride, groups = module.strides, module.groups
     kind = "depthwise" if groups > 1 and groups == x.shape[-1] == y.shape[-1] else "conv"
     return dict(kind=kind, kernel=_pair(kernel), stride=_pair(stride)[0], groups=groups)

@@ -8,12 +8,9 @@ import flax.linen as nn
 from flax import traverse_util
 import jax.numpy as jnp
 
-from nas_jax.rep.blocks import ConvBN, DiverseBranchBlock, RepNASBlock
 from nas_jax.rep.fold_batch_norms import fold_batch_norms
-from nas_jax.rep.online import OnlineDBB, OnlineRepNASBlock
+from nas_jax.rep.kinds import FUSABLE_MODULES, kind_of_module
 from nas_jax.rep.walk import intercept_modules
-
-FUSABLE = (ConvBN, DiverseBranchBlock, OnlineDBB, RepNASBlock, OnlineRepNASBlock)
 
 
 def fused_kernels(model: nn.Module, variables, input_shape: Sequence[int] = (1, 64, 64, 3)):
@@ -28,13 +25,13 @@ def fused_kernels(model: nn.Module, variables, input_shape: Sequence[int] = (1, 
     def fuse(module, call, x):
         own = dict(module.variables)
         extra = {}
-        if isinstance(module, (RepNASBlock, OnlineRepNASBlock)) and "branch_weights" in own:
+        if kind_of_module(module).searchable and "branch_weights" in own:
             extra["branch_weights"] = own["branch_weights"]["w"]
         kernel, bias = module.fuse(own, x.shape[-1], **extra)
         fused[module.path] = {"conv": {"kernel": kernel, "bias": bias}}
         return call(x)
 
-    with intercept_modules([(FUSABLE, fuse)]):
+    with intercept_modules([(FUSABLE_MODULES, fuse)]):
         model.apply(variables, jnp.zeros(input_shape, jnp.float32), train=False)
     return fused
 

@@ -31,6 +31,7 @@ from nas_jax.common import write_json_atomic
 from nas_jax.data import Pipeline
 from nas_jax.models import create_model
 from nas_jax.rep.fuse import deploy_form, fuse_params
+from nas_jax.rep.kinds import SEARCHABLE_KINDS
 from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, plot_mask_trace, write_genotype
 from nas_jax.repnas.searchable import SearchableLayer, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget
@@ -42,13 +43,12 @@ from nas_jax.train.step import create_mesh, data_sharding, replicated, shard_bat
 
 REPORT_FILE = "report.json"
 SEARCH_CHECKPOINT_DIR = "search_checkpoints"
-SUPERNET_BLOCKS = ("repnas", "repnas_online")
 FIXED_MASKS = ("searched", "random")
 
 
 def supernet_model(config, num_classes: int):
-    if config.block not in SUPERNET_BLOCKS:
-        raise ValueError(f"a RepNAS config needs block in {SUPERNET_BLOCKS} (the exact or the online RepNAS "
+    if config.block not in SEARCHABLE_KINDS:
+        raise ValueError(f"a RepNAS config needs block in {SEARCHABLE_KINDS} (the exact or the online RepNAS "
                          f"block), got block={config.block!r}; set --config.block=repnas")
     return create_model(config.model, block=config.block, num_classes=num_classes, width=config.width,
                         dtype=jnp.dtype(config.dtype))

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nas_jax.rep.kinds import block_kind
 from nas_jax.repnas.searchable import (SearchableLayer, branch_weights_collection, scale_primitive_outputs,
                                       static_branch_mask)
 from nas_jax.repnas.masks import BranchBudget, gumbel_rank, kept_mask, straight_through
@@ -178,7 +179,8 @@ class RepNASTask(Task):
                  schedule: SearchSchedule, alpha_tx: optax.GradientTransformation,
                  branch_compute: str = "auto", label_smoothing: float = 0.0,
                  stability: SearchStability = SearchStability()):
-        self.online = getattr(model, "block", None) == "repnas_online"
+        block = getattr(model, "block", None)
+        self.online = isinstance(block, str) and block_kind(block).online
         branch_compute = resolve_branch_compute(branch_compute, self.online)
         if budget.num_layers != len(layers):
             raise ValueError(f"budget for {budget.num_layers} layers, model has {len(layers)}")
