@@ -190,3 +190,22 @@ def test_an_op_the_graph_cannot_follow_names_the_op_and_the_layer_or_is_kept_ful
     assert graph.layers[1].inputs == ((IMAGE, 8),)
     with pytest.raises(ValueError, match="keep_full names \\['nope'\\]"):
         build_layer_graph(ReversedChannels(), (1, SIZE, SIZE, 3), keep_full=["nope"])
+
+
+class ReducedPrecisionResidual(nn.Module):
+    """A residual block whose sum is rounded to bfloat16's precision (``reduce_precision``:
+    elementwise, though its name starts like a reduction's) and max-pooled over space."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(nn.Conv(8, (3, 3), name="first")(x))
+        y = jax.lax.reduce_precision(x + nn.Conv(8, (3, 3), name="second")(x), exponent_bits=8, mantissa_bits=7)
+        return nn.Dense(2, name="head")(y.max(axis=(1, 2)))
+
+
+def test_channelwise_primitives_follow_their_rules():
+    graph = build_layer_graph(ReducedPrecisionResidual(), (1, SIZE, SIZE, 3))
+    first, second, head = graph.layers
+    assert first.group == second.group  # the residual sum couples them through reduce_precision
+    assert head.inputs == ((first.group, 8),)  # reduce_max over space keeps the channels
+    assert graph.prunable_groups == (first.group,)
