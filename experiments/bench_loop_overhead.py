@@ -24,7 +24,7 @@ import jax
 
 from nas_jax.common import compiler_options
 from nas_jax.train import ClassificationTask, default_config, train
-from nas_jax.train.loop import model_from_config, pipeline_from_config
+from nas_jax.train.run import Run, model_from_config, pipeline_from_config
 from nas_jax.train.optim import create_optimizer
 from nas_jax.train.step import create_mesh, create_train_state, jit_train_step, shard_batch, train_step_fn
 
@@ -51,7 +51,7 @@ def make_config(args):
 def loop_seconds(config, args) -> float:
     task = TimedTask(model_from_config(config, config.num_classes))
     with tempfile.TemporaryDirectory() as workdir:
-        train(config, workdir, task, progress_bar=False)
+        train(Run(config, workdir), task, progress_bar=False)
     times = task.log_times
     return times[args.warmup + args.steps] - times[args.warmup]
 

@@ -23,7 +23,7 @@ from nas_jax.pruning.search.config import default_config
 from nas_jax.pruning.search.evaluate import CandidateEvaluator
 from nas_jax.pruning.search.context import holdout_batches
 from nas_jax.pruning.search.space import Budget, SearchSpace
-from nas_jax.train.loop import pipeline_from_config
+from nas_jax.train.run import pipeline_from_config
 
 DIGITS_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "prune_digits.py")
 
@@ -42,7 +42,8 @@ def main():
     parser.add_argument("--chunk", type=int, default=8)
     args = parser.parse_args()
     if args.workdir:
-        config, task, params = restore_params(args.workdir)
+        run, task, params = restore_params(args.workdir)
+        config = run.config
     else:
         config = load_run_config(DIGITS_CONFIG)
         task = pruning_task(config)

@@ -40,7 +40,7 @@ from nas_jax.pruning.graph import build_layer_graph, zoo_graph  # noqa: E402
 from nas_jax.pruning.workdir import export_from_workdir, load_run_config  # noqa: E402
 from nas_jax.pruning.search.context import SearchContext  # noqa: E402
 from nas_jax.train.config import apply_overrides, load_config  # noqa: E402
-from nas_jax.train.loop import pipeline_from_config  # noqa: E402
+from nas_jax.train.run import pipeline_from_config  # noqa: E402
 
 SAME_KEYS = ("model", "width", "dataset", "image_size")
 

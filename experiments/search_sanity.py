@@ -54,7 +54,8 @@ from nas_jax.pruning.search.space import Budget, SearchSpace  # noqa: E402
 from nas_jax.pruning.workdir import export_from_workdir  # noqa: E402
 from nas_jax.repnas.run import SEARCH_CHECKPOINT_DIR, build_task, predict, search  # noqa: E402
 from nas_jax.train.config import apply_overrides, load_config  # noqa: E402
-from nas_jax.train.loop import pipeline_from_config, train  # noqa: E402
+from nas_jax.train.loop import train  # noqa: E402
+from nas_jax.train.run import Run  # noqa: E402
 from nas_jax.train.step import create_mesh  # noqa: E402
 
 EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
@@ -116,10 +117,10 @@ def random_mask_job(config, searched_dir: str, workdir: str) -> dict:
 
 def supernet_only(config, workdir: str) -> float:
     """Train accuracy at the fix step of the search phase alone."""
-    train_data = pipeline_from_config(config, config.train_split)
-    task = build_task(config, train_data)
+    run = Run(config, workdir, job="repnas")
+    task = build_task(config, run.train_data)
     if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-        train(config, workdir, task, until=task.schedule.fix_step, checkpoint_dir=SEARCH_CHECKPOINT_DIR,
+        train(run, task, until=task.schedule.fix_step, checkpoint_dir=SEARCH_CHECKPOINT_DIR,
               progress_bar=False)
     return train_accuracy_at(workdir, task.schedule.fix_step)
 
@@ -132,8 +133,9 @@ def baseline_job(config, block: str, workdir: str) -> dict:
     if os.path.exists(result_path):
         with open(result_path) as f:
             return json.load(f)
-    state = train(config, workdir, progress_bar=False)
-    test = pipeline_from_config(config, "test")
+    run = Run(config, workdir)
+    state = train(run, progress_bar=False)
+    test = run.pipeline("test")
     model = create_model(config.model, block=block, num_classes=test.num_classes, width=config.width)
     logits, labels = predict(model, {"params": state.params, "batch_stats": state.batch_stats}, test,
                              config.eval_batch_size, create_mesh())

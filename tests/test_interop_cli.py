@@ -103,7 +103,7 @@ def test_fine_tuning_with_branches_starts_from_the_imported_function(tmp_path, c
     import jax
 
     from nas_jax.train.config import default_config
-    from nas_jax.train.loop import classification_task_from_config
+    from nas_jax.train.run import classification_task_from_config
 
     path, module = weights
     workdir = tmp_path / "run"

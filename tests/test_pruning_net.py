@@ -166,7 +166,7 @@ def test_train_then_export_commands(tmp_path, capsys):
     assert exported["flops"] == report["flops_by_width"]["0.5"] and 0 < exported["flops_ratio"] < 1
     # the exported network fine-tunes with `nas-jax train`, starting from its own weights
     from nas_jax.train.config import apply_overrides, load_config
-    from nas_jax.train.loop import classification_task_from_config
+    from nas_jax.train.run import classification_task_from_config
     config = apply_overrides(load_config("experiments/configs/train_digits.py"), [f"--config.init_from={out}"])
     task = classification_task_from_config(config, 10)
     _, _, pruned = load_network(out)

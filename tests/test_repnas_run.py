@@ -24,7 +24,8 @@ from nas_jax.repnas.run import build_task, search
 from nas_jax.repnas.task import fixed_phase_start
 from nas_jax.train import create_mesh, create_optimizer, create_train_state, default_config, load_config
 from nas_jax.train.config import apply_overrides
-from nas_jax.train.loop import example_batch, pipeline_from_config, restore_run, train
+from nas_jax.train.loop import train
+from nas_jax.train.run import Run, example_batch, pipeline_from_config
 from nas_jax.train.metrics import read_metrics
 from repnas_helpers import TinyNet
 
@@ -162,8 +163,8 @@ def test_fixing_takes_the_noise_free_top_k_and_resets_bn_statistics(uninterrupte
     assert steps_in(uninterrupted_workdir, "search_checkpoints")[-1] == fix_step
     assert steps_in(uninterrupted_workdir, "checkpoints") == [TOTAL_STEPS]
     # `eval` / `fuse` would read the fixed phase's state as the whole supernet: refused
-    with pytest.raises(ValueError, match="is a RepNAS run"):
-        restore_run(uninterrupted_workdir)
+    with pytest.raises(ValueError, match="holds a `nas-jax repnas` run"):
+        Run.restore(uninterrupted_workdir).classification_task()
 
 
 def test_online_supernet_searches_through_the_collapsed_kernel_and_fuses_exactly(tmp_path):
@@ -293,7 +294,7 @@ def test_the_supernet_learns_during_its_search(tmp_path, block):
     config = apply_overrides(load_config(os.path.join(REPO, "experiments", "configs", "repnas_digits.py")),
                              [f"--config.block={block}"])
     task = build_task(config, pipeline_from_config(config, config.train_split))
-    train(config, str(tmp_path), task, until=task.schedule.fix_step, checkpoint_dir="search", progress_bar=False)
+    train(Run(config, str(tmp_path), job="repnas"), task, until=task.schedule.fix_step, checkpoint_dir="search", progress_bar=False)
     rows = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]
     assert rows[-1]["step"] == task.schedule.fix_step == 96
     assert rows[-1]["accuracy"] >= 0.6, rows

@@ -16,7 +16,7 @@ import pytest
 from nas_jax.data import create_pipeline
 from nas_jax.train import (ClassificationTask, TrainState, create_mesh, create_optimizer, create_train_state,
                            default_config, jit_train_step, shard_batch, train, train_step_fn)
-from nas_jax.train.loop import latest_checkpoint
+from nas_jax.train.run import Run
 from nas_jax.train.metrics import read_metrics
 from nas_jax.train.optim import weight_decay_mask
 
@@ -85,15 +85,15 @@ def test_sharded_step_equals_one_device_step():
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("full"))
-    train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)
+    train(Run(tiny_config(), workdir), SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)
     return train_losses(workdir)
 
 
 def test_stop_and_resume_gives_the_same_losses(tmp_path, uninterrupted):
     workdir = str(tmp_path)
-    train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), stop_at_step=5, progress_bar=False)
+    train(Run(tiny_config(), workdir), SlowTask(ConvBNPoolDense(), 0.1), stop_at_step=5, progress_bar=False)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
-    state = train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)
+    state = train(Run(tiny_config(), workdir), SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)
     assert int(state.step) == TOTAL_STEPS
     resumed = train_losses(workdir)
     assert sorted(resumed) == list(range(1, TOTAL_STEPS + 1))
@@ -120,7 +120,7 @@ def test_killed_process_resumes_with_the_same_losses(tmp_path, uninterrupted, si
         with open(step_log) as f:
             last_done = int(f.read().split()[-1])
         assert proc.returncode == 0 and steps[-1] == last_done, "SIGTERM saves after the step in progress"
-    train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)
+    train(Run(tiny_config(), workdir), SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)
     resumed = train_losses(workdir)
     np.testing.assert_allclose([resumed[s] for s in range(1, TOTAL_STEPS + 1)],
                                [uninterrupted[s] for s in range(1, TOTAL_STEPS + 1)], rtol=1e-6)
@@ -154,7 +154,7 @@ class AlphaTask(ClassificationTask):
 def test_task_extension_points(tmp_path):
     task = AlphaTask()
     config = tiny_config(num_steps=4, log_every=2)
-    state = train(config, str(tmp_path), task, progress_bar=False)
+    state = train(Run(config, str(tmp_path)), task, progress_bar=False)
     assert isinstance(state, TrainState)
     np.testing.assert_allclose(state.extra["alpha"], np.full(3, 1 - 0.9 ** 4), rtol=1e-6)
     assert int(state.extra["count"]) == 4
@@ -169,19 +169,19 @@ def test_a_run_in_two_segments_equals_one_run(tmp_path, uninterrupted):
     """The first segment stops at ``until`` with a checkpoint; the second, in its own
     checkpoint directory, starts from it (``start_from``) and gives the one-run losses."""
     workdir = str(tmp_path)
-    first = train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), until=3, checkpoint_dir="first",
+    first = train(Run(tiny_config(), workdir), SlowTask(ConvBNPoolDense(), 0.1), until=3, checkpoint_dir="first",
                   progress_bar=False)
     assert int(first.step) == 3 and sorted(os.listdir(os.path.join(workdir, "first"))) == ["2", "3"]
-    again = train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), until=3, checkpoint_dir="first",
+    again = train(Run(tiny_config(), workdir), SlowTask(ConvBNPoolDense(), 0.1), until=3, checkpoint_dir="first",
                   progress_bar=False)  # done already: restores, trains nothing
     assert int(again.step) == 3 and len(train_losses(workdir)) == 3
     started = []
 
     def start_from():
         started.append(True)
-        return latest_checkpoint(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), "first")
+        return Run(tiny_config(), workdir).latest_checkpoint(SlowTask(ConvBNPoolDense(), 0.1), "first")
 
-    train(tiny_config(), workdir, SlowTask(ConvBNPoolDense(), 0.1), start_from=start_from, progress_bar=False)
+    train(Run(tiny_config(), workdir), SlowTask(ConvBNPoolDense(), 0.1), start_from=start_from, progress_bar=False)
     assert started == [True] and sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6", "8"]
     resumed = train_losses(workdir)
     assert sorted(resumed) == list(range(1, TOTAL_STEPS + 1))
@@ -218,4 +218,4 @@ def test_cli_train_eval_fuse_on_a_zoo_model(tmp_path, capsys):
 
 
 if __name__ == "__main__":  # the process test_killed_process_resumes_* kills
-    train(tiny_config(), sys.argv[1], SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)
+    train(Run(tiny_config(), sys.argv[1]), SlowTask(ConvBNPoolDense(), 0.1), progress_bar=False)

@@ -34,7 +34,7 @@ def _fused_run(workdir):
     import orbax.checkpoint as ocp
 
     from nas_jax.models import create_model
-    from nas_jax.train.loop import pipeline_from_config, restore_config
+    from nas_jax.train.run import Run
 
     settings = os.path.join(workdir, "deploy.json")
     if not os.path.exists(settings):
@@ -44,8 +44,7 @@ def _fused_run(workdir):
         doc = json.load(f)
     model = create_model(doc["model"], block="deploy", num_classes=doc["num_classes"], width=doc["width"],
                          widths=tuple((p, int(w)) for p, w in doc.get("widths", [])))
-    config = restore_config(workdir)
-    image_shape = pipeline_from_config(config, config.eval_split).image_shape
+    image_shape = Run.restore(workdir).eval_data.image_shape
     target = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
                             jnp.zeros((1,) + tuple(image_shape)))
     with ocp.StandardCheckpointer() as checkpointer:

@@ -32,7 +32,8 @@ def run(args) -> int:
     from nas_jax.interop.third_party import architecture, from_timm, from_torchvision
     from nas_jax.models.network import ZooSpec, save_network
     from nas_jax.train.config import apply_overrides, default_config, load_config
-    from nas_jax.train.loop import pipeline_from_config, train
+    from nas_jax.train.loop import train
+    from nas_jax.train.run import Run, pipeline_from_config
 
     config = apply_overrides(load_config(args.config) if args.config else default_config(), args.config_overrides)
     arch = architecture(args.source, args.name)
@@ -50,7 +51,7 @@ def run(args) -> int:
     spec = ZooSpec(arch.zoo_name, model.num_classes, model.width, size)
     save_network(network, spec, model, variables)
     config.model, config.block, config.width, config.init_from = arch.zoo_name, model.block, model.width, network
-    train(config, args.workdir, stop_at_step=0, progress_bar=False)
+    train(Run(config, args.workdir), stop_at_step=0, progress_bar=False)
     print(json.dumps({"workdir": os.path.abspath(args.workdir), "network": network, "model": arch.zoo_name,
                       "num_classes": model.num_classes, "widths": [list(w) for w in model.widths]}))
     return 0

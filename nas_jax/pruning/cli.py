@@ -80,17 +80,17 @@ def run_graph(args) -> int:
 
 def run_train(args) -> int:
     from nas_jax.pruning.workdir import accuracy_by_width, load_run_config, pruning_task
-    from nas_jax.train.loop import pipeline_from_config, train
+    from nas_jax.train.loop import train
+    from nas_jax.train.run import Run
 
     config = load_run_config(args.config, args.config_overrides)
-    task = pruning_task(config)
+    run = Run(config, args.workdir, job="prune train")
+    task = pruning_task(config, run.train_data.num_classes)
     start = time.time()
-    state = train(config, args.workdir, task)
+    state = train(run, task)
     seconds = time.time() - start
     report = {"model": task.spec.to_json(), "grid": list(task.grid.ratios), "train_seconds": seconds,
-              "steps": int(state.step),
-              **accuracy_by_width(config, task, state.params, pipeline_from_config(config, config.train_split),
-                                  pipeline_from_config(config, config.eval_split))}
+              "steps": int(state.step), **accuracy_by_width(config, task, state.params, run.train_data, run.eval_data)}
     write_json_atomic(os.path.join(args.workdir, "report.json"), report, indent=1)
     print(json.dumps(report["accuracy_by_width"]))
     return 0

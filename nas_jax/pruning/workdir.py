@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ from nas_jax.pruning.masked import masked_apply
 from nas_jax.pruning.task import PruningTask, configuration_variables, evaluate_configuration
 from nas_jax.pruning.widths import WidthGrid, full_channels, group_channels, load_widths, uniform_ratios
 from nas_jax.train.config import apply_overrides, load_config
-from nas_jax.train.loop import pipeline_from_config, restore_run
+from nas_jax.train.run import Run, pipeline_from_config
 from nas_jax.train.step import create_mesh, data_sharding
 
 
@@ -93,24 +93,24 @@ def accuracy_by_width(config, task: PruningTask, params, train_data, eval_data) 
     return out
 
 
-def restore_params(workdir: str):
-    """(config, task, PruningNet params) of the newest checkpoint of the pruning run in
+def restore_params(workdir: str) -> Tuple[Run, PruningTask, dict]:
+    """(run, task, PruningNet params) of the newest checkpoint of the pruning run in
     ``workdir``."""
-    config, task, state, _ = restore_run(workdir, pruning_task)
-    return config, task, state.params
+    run = Run.restore(workdir)
+    task = pruning_task(run.config, run.train_data.num_classes)
+    return run, task, run.restored_state(task).params
 
 
 def export_from_workdir(workdir: str, widths_path: str, out_dir: str) -> dict:
     """Exports configuration ``widths_path`` of the PruningNet trained in ``workdir`` to
     ``out_dir`` (``save_network`` layout plus ``widths.json`` and ``report.json``)."""
-    config, task, params = restore_params(workdir)
+    run, task, params = restore_params(workdir)
+    config = run.config
     ratios = load_widths(widths_path, task.graph, task.grid)
-    train_data = pipeline_from_config(config, config.train_split)
     variables, channels = configuration_variables(task, params, ratios,
-                                                  global_images(calibration_images(config, train_data)))
+                                                  global_images(calibration_images(config, run.train_data)))
     model, pruned = export_network(task.spec, task.graph, variables, channels)
-    images = global_images([next(pipeline_from_config(config, config.eval_split).eval_batches(
-        config.eval_batch_size))["image"]])[0]
+    images = global_images([next(run.eval_data.eval_batches(config.eval_batch_size))["image"]])[0]
     with jax.default_matmul_precision("highest"):  # both in float32, whatever the run's compute dtype
         reference = jax.jit(lambda v, c, x: masked_apply(task.spec.model(), task.graph, v, c, x, False))(
             variables, channels, images)

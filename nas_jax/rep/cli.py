@@ -20,11 +20,13 @@ def run(args) -> int:
     import numpy as np
     from nas_jax.rep.fuse import fuse_params
     from nas_jax.train.checkpoint import save_deploy
-    from nas_jax.train.loop import pipeline_from_config, restore_run
+    from nas_jax.train.run import Run
 
-    config, task, state, _ = restore_run(args.workdir)
+    run = Run.restore(args.workdir)
+    config, task = run.config, run.classification_task()
+    state = run.restored_state(task)
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    eval_data = pipeline_from_config(config, config.eval_split)
+    eval_data = run.eval_data
     batch = next(eval_data.eval_batches(config.eval_batch_size))
     deploy_models = []
 

@@ -37,7 +37,8 @@ from nas_jax.repnas.searchable import SearchableLayer, find_searchable_layers, s
 from nas_jax.repnas.masks import BranchBudget
 from nas_jax.repnas.task import RepNASTask, SearchSchedule, SearchStability, alpha_optimizer, fixed_phase_start
 from nas_jax.train.checkpoint import Restored, save_deploy
-from nas_jax.train.loop import latest_checkpoint, pipeline_from_config, total_steps, train
+from nas_jax.train.loop import train
+from nas_jax.train.run import Run, total_steps
 from nas_jax.train.task import ClassificationTask
 from nas_jax.train.step import create_mesh, data_sharding, replicated, shard_batch
 
@@ -150,10 +151,10 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
     to ``fix_step``, then the fixed sub-network (``checkpoints/``), a plain supervised
     task started from the search's last state (``fixed_phase_start``)."""
     start = time.perf_counter()
-    train_data = pipeline_from_config(config, config.train_split)
-    task = build_task(config, train_data, model)
+    run = Run(config, workdir, job="repnas")
+    task = build_task(config, run.train_data, model)
     schedule = task.schedule
-    searched = train(config, workdir, task, until=schedule.fix_step, checkpoint_dir=SEARCH_CHECKPOINT_DIR,
+    searched = train(run, task, until=schedule.fix_step, checkpoint_dir=SEARCH_CHECKPOINT_DIR,
                      stop_at_step=stop_at_step, progress_bar=progress_bar)
     if int(jax.device_get(searched.step)) < schedule.fix_step:
         return None
@@ -162,11 +163,10 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
     fixed_task = ClassificationTask(task.fixed_model(mask), config.label_smoothing)
 
     def from_search() -> Restored:
-        restored = latest_checkpoint(config, workdir, task, SEARCH_CHECKPOINT_DIR)
+        restored = run.latest_checkpoint(task, SEARCH_CHECKPOINT_DIR)
         return restored._replace(state=fixed_phase_start(restored.state))
 
-    state = train(config, workdir, fixed_task, start_from=from_search, stop_at_step=stop_at_step,
-                  progress_bar=progress_bar)
+    state = train(run, fixed_task, start_from=from_search, stop_at_step=stop_at_step, progress_bar=progress_bar)
     step = int(jax.device_get(state.step))
     if step < schedule.total_steps:
         return None
@@ -179,7 +179,7 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
     plot_mask_trace(os.path.join(workdir, "mask_trace.png"), extra["mask_trace"], task.layers,
                     schedule.random_steps, schedule.fix_step)
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    eval_data = pipeline_from_config(config, config.repnas.test_split)
+    eval_data = run.pipeline(config.repnas.test_split)
     settings = {"model": config.model, "width": config.width, "dtype": config.dtype}
     return fuse_and_report(task.model, task.layers, variables, mask, settings, workdir, eval_data,
                            config.eval_batch_size, extra["alphas"], {

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import ml_collections
 import numpy as np
 
+from nas_jax.data import Pipeline
 from nas_jax.data.splits import shared_examples
 from nas_jax.pruning.workdir import calibration_images, restore_params
 from nas_jax.pruning.search.driver import run_search
@@ -19,16 +20,19 @@ from nas_jax.pruning.search.searchers import (METHODS, EvolutionSearcher, Random
                                               UniformSearcher)
 from nas_jax.pruning.search.space import Budget, SearchSpace
 from nas_jax.pruning.task import PruningTask
-from nas_jax.train.loop import pipeline_from_config
+from nas_jax.train.run import pipeline_from_config
 
 
-def holdout_batches(config, search: ml_collections.ConfigDict) -> Dict[str, np.ndarray]:
+def holdout_batches(config, search: ml_collections.ConfigDict,
+                    pipeline: Optional[Callable[[str], Pipeline]] = None) -> Dict[str, np.ndarray]:
     """The held-out evaluation batches, stacked (``evaluate`` layout). Refuses the test
-    split and any holdout that shares examples with the PruningNet's training split."""
+    split and any holdout that shares examples with the PruningNet's training split.
+    ``pipeline(split)``: where the splits come from (default: built from ``config``)."""
+    pipeline = pipeline or (lambda split: pipeline_from_config(config, split))
     if search.holdout_split == "test":
         raise ValueError("candidates must not be ranked on the test split; choose another holdout_split")
     shared = shared_examples(config.train_split, search.holdout_split,
-                             lambda split: pipeline_from_config(config, split).num_examples, search.holdout_examples)
+                             lambda split: pipeline(split).num_examples, search.holdout_examples)
     if shared:
         raise ValueError(
             f"the search's holdout ({search.holdout_split!r}"
@@ -36,8 +40,7 @@ def holdout_batches(config, search: ml_collections.ConfigDict) -> Dict[str, np.n
             f"{shared} examples with the split the PruningNet trained on ({config.train_split!r}), so it would "
             "rank candidates on training data; hold out another split, or train the PruningNet without those "
             "examples (e.g. train_split='train[10000:]' and holdout_split='train[:10000]')")
-    pipeline = pipeline_from_config(config, search.holdout_split)
-    batches = pipeline.eval_batches(config.eval_batch_size)
+    batches = pipeline(search.holdout_split).eval_batches(config.eval_batch_size)
     if search.holdout_examples > 0:
         batches = itertools.islice(batches, -(-search.holdout_examples // config.eval_batch_size))
     return stack_batches(batches)
@@ -65,11 +68,11 @@ class SearchContext:
 
     def __init__(self, workdir: str, search: ml_collections.ConfigDict):
         self.workdir = workdir
-        self.config, self.task, self.params = restore_params(workdir)
-        train_data = pipeline_from_config(self.config, self.config.train_split)
+        run, self.task, self.params = restore_params(workdir)
+        self.config = run.config
         self.evaluator = CandidateEvaluator(self.task, self.params,
-                                            np.stack(calibration_images(self.config, train_data)),
-                                            holdout_batches(self.config, search), search.chunk,
+                                            np.stack(calibration_images(self.config, run.train_data)),
+                                            holdout_batches(self.config, search, run.pipeline), search.chunk,
                                             search.vmap_width)
 
     def search(self, method: str, budget_text: str, search: ml_collections.ConfigDict, directory: str = "",

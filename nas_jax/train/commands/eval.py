@@ -13,13 +13,15 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from nas_jax.common import compiler_options
-    from nas_jax.train.loop import evaluate, pipeline_from_config, restore_run
+    from nas_jax.train.loop import evaluate
+    from nas_jax.train.run import Run
     from nas_jax.train.step import eval_step_fn, jit_eval_step
 
-    config, task, state, mesh = restore_run(args.workdir)
-    split = args.split or config.eval_split
-    step = jit_eval_step(eval_step_fn(task), mesh, compiler_options(config.get("cpu_skip_algsimp", False)))
-    result = evaluate(step, state, pipeline_from_config(config, split),
-                      config.eval_batch_size, mesh)
+    run = Run.restore(args.workdir)
+    task = run.classification_task()
+    state = run.restored_state(task)
+    split = args.split or run.config.eval_split
+    step = jit_eval_step(eval_step_fn(task), run.mesh, compiler_options(run.config.get("cpu_skip_algsimp", False)))
+    result = evaluate(step, state, run.pipeline(split), run.config.eval_batch_size, run.mesh)
     print(json.dumps({"step": int(state.step), "split": split, **result}))
     return 0

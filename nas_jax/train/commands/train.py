@@ -17,9 +17,10 @@ def run(args) -> int:
     from nas_jax.train.config import apply_overrides, load_config
     from nas_jax.train.loop import train
     from nas_jax.train.metrics import read_metrics
+    from nas_jax.train.run import Run
 
     config = apply_overrides(load_config(args.config), args.config_overrides)
-    state = train(config, args.workdir)
+    state = train(Run(config, args.workdir))
     evals = [r for r in read_metrics(args.workdir) if r["split"] == config.eval_split]
     print(json.dumps({"step": int(state.step), **(evals[-1] if evals else {})}))
     return 0
