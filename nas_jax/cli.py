@@ -1,12 +1,12 @@
 """The ``nas-jax`` command line: a thin dispatcher over the library.
 
-Each subcommand lives in the module of its concern, which defines ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int`` (the exit status). A subcommand that
+Each subcommand is a module of ``nas_jax/commands`` (named as the command), which defines
+``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status)
+and imports the library inside ``run``, so that ``nas-jax --help`` starts fast. A subcommand that
 takes ``--config.key=value`` overrides sets ``parser.set_defaults(takes_config_overrides=True)``
 and finds them, in order, in ``args.config_overrides``. A command reports bad input by
 raising one of ``USER_ERRORS``, which ``main`` prints as ``error: ...`` on stderr with exit
-status 2. The commands that compute join a
-multi-process job first (``nas_jax.distributed``: ``--coordinator_address``,
+status 2. The commands that compute join a multi-process job first (``nas_jax.distributed``: ``--coordinator_address``,
 ``--num_processes``, ``--process_id`` anywhere on the line, or a cluster JAX detects).
 """
 from __future__ import annotations
@@ -17,17 +17,9 @@ import sys
 
 CONFIG_OVERRIDE_PREFIX = "--config."
 
-COMMANDS = {
-    "parity": "nas_jax.interop.parity",
-    "import": "nas_jax.interop.import_cli",
-    "export": "nas_jax.interop.export_cli",
-    "train": "nas_jax.train.commands.train",
-    "eval": "nas_jax.train.commands.eval",
-    "fuse": "nas_jax.rep.cli",
-    "bench": "nas_jax.train.commands.bench",
-    "repnas": "nas_jax.repnas.cli",
-    "prune": "nas_jax.pruning.cli",
-}
+# subcommand -> its module in nas_jax/commands (``import`` is ``import_``: a keyword)
+COMMANDS = {name: f"nas_jax.commands.{name}{'_' if name == 'import' else ''}" for name in (
+    "train", "eval", "fuse", "bench", "repnas", "prune", "parity", "import", "export")}
 COMPUTING = ("train", "eval", "fuse", "bench", "repnas", "prune")
 # what a command raises for bad input (a config key, a file, a model, a budget): reported
 # here as one line and exit status 2; anything else is a bug and keeps its traceback

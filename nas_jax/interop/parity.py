@@ -1,5 +1,6 @@
-"""``nas-jax parity FILE.npz...``: the JAX blocks and models against golden files made by
-the official PyTorch code (format: ``shared/parity/README.md``).
+"""The JAX blocks and models against golden files made by the official PyTorch code
+(format: ``shared/parity/README.md``); ``check_golden_file`` checks one (the command is
+``nas-jax parity``).
 
 For each file: the training-time state_dict ``sd/*`` is converted with ``torch_to_flax``
 and the eval-mode output must match ``y_eval``; the structure is then fused (a block's
@@ -32,7 +33,6 @@ from nas_jax.models.resnet import ResNet
 from nas_jax.rep.blocks import OFFICIAL_PRIMITIVES, DeployConv, DiverseBranchBlock, RepNASBlock
 from nas_jax.rep.fuse import deploy_form, fuse_params
 
-HELP = "check JAX blocks and models against golden .npz files made by the official PyTorch code"
 TOLERANCE = 1e-5
 RESNET_BLOCKS = {"BasicBlock": False, "Bottleneck": True}  # official block class -> bottleneck
 _OFFICIAL_DEPLOY_CONV = re.compile(r"(^|\.)dbb_reparam\.")  # the official DBB deploy conv; ours is `conv`
@@ -284,32 +284,3 @@ def check_golden_file(path, tolerance: float = TOLERANCE) -> ParityResult:
     except Exception as err:  # noqa: BLE001 - a row fails with its reason instead of a traceback
         reason = f"{type(err).__name__}: {err}"
     return ParityResult(str(path), kind, errors.get("eval"), errors.get("fused"), errors.get("kernel"), reason)
-
-
-def add_arguments(parser):
-    parser.add_argument("files", nargs="+", metavar="FILE.npz", help="golden parity files")
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
-                        help=f"largest relative L2 error that passes (default {TOLERANCE:g})")
-
-
-def _format_error(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.2e}"
-
-
-def run(args) -> int:
-    """Prints one row per file (errors, PASS/FAIL, the reason indented below a failure),
-    then ``N passed, M failed``; returns 1 if any file failed."""
-    width = max(len("file"), *(len(str(f)) for f in args.files))
-    row = f"{{:<{width}}}  {{:<15}}  {{:>9}}  {{:>9}}  {{:>9}}  {{}}"
-    print(row.format("file", "kind", "eval", "fused", "kernels", "result"), flush=True)
-    failed = 0
-    for path in args.files:
-        result = check_golden_file(path, args.tolerance)
-        failed += not result.passed
-        print(row.format(str(path), result.kind or "-", _format_error(result.eval_error),
-                         _format_error(result.fused_error), _format_error(result.kernel_error),
-                         "PASS" if result.passed else "FAIL"), flush=True)
-        if not result.passed:
-            print("\n".join(f"    {line}" for line in result.reason.splitlines()), flush=True)
-    print(f"{len(args.files) - failed} passed, {failed} failed")
-    return 1 if failed else 0

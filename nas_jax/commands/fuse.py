@@ -1,8 +1,7 @@
 """``nas-jax fuse --workdir W``: fuse a trained run into its deploy network, write it to
 ``W/deploy`` (orbax, ``{'params'}`` of ``block='deploy'``, plus ``deploy.json`` with the
 model settings, and a pruned network's per-layer ``widths``), and check it against the
-trained model on one validation batch. (The run is read through ``nas_jax.train``,
-imported when the command runs.)"""
+trained model on one validation batch."""
 from __future__ import annotations
 
 import json

@@ -1,1 +1,0 @@
-"""The training subcommands of ``nas-jax``: ``train``, ``eval``, ``bench``."""
