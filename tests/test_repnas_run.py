@@ -3,6 +3,7 @@ gives the uninterrupted result; the outputs and the report; the official-checkpo
 import; the ImageNet configs on mock data; bad settings fail before training."""
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -298,3 +299,20 @@ def test_the_supernet_learns_during_its_search(tmp_path, block):
     rows = [r for r in read_metrics(str(tmp_path)) if r["split"] == "train"]
     assert rows[-1]["step"] == task.schedule.fix_step == 96
     assert rows[-1]["accuracy"] >= 0.6, rows
+
+
+@pytest.mark.parametrize("mask_seed", [-1, 7])
+def test_a_random_mask_baseline_trains_the_mask_of_its_seed(uninterrupted_workdir, tmp_path, mask_seed):
+    """``repnas.fixed_mask='random'`` from the searched run's fix step trains the random
+    mask of ``random_mask_seed`` (the config's seed when -1) under the same budget."""
+    shutil.copytree(os.path.join(uninterrupted_workdir, "search_checkpoints"),
+                    os.path.join(str(tmp_path), "search_checkpoints"))
+    config = tiny_config(fixed_mask="random", random_mask_seed=mask_seed)
+    report = search(config, str(tmp_path), model=TinyNet(), progress_bar=False)
+    task = build_task(config, pipeline_from_config(config, config.train_split), TinyNet())
+    mask = read_genotype_mask(os.path.join(str(tmp_path), "genotype.json"), task.paths)
+    expected = task.random_mask(config.seed if mask_seed < 0 else mask_seed)
+    np.testing.assert_array_equal(mask, expected)
+    assert report["kept_branches"] == int(expected.sum()) == int(3 * 6 * 0.5)
+    assert report["fixed_mask"] == "random"
+    assert not np.array_equal(task.random_mask(0), task.random_mask(7))

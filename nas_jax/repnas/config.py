@@ -28,8 +28,9 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
       48 / 0.05 / -1 make the supernet learn (README, "Does each search search?"); the
       paper's behaviour is 1 / 1.0 / 1.0;
     fixed_mask: 'searched' (the noise-free top-k of the alphas, the method) or 'random' (a
-      random mask under the same budget, drawn from the seed: the baseline a search must
-      beat; experiments/search_sanity.py);
+      random mask under the same budget: the baseline a search must beat;
+      experiments/search_sanity.py); random_mask_seed: the seed that mask is drawn from
+      (-1: the config's seed; another value varies the mask alone);
     test_split: the split the final report evaluates.
     """
     r = ml_collections.ConfigDict()
@@ -38,7 +39,7 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
     r.alpha_learning_rate, r.alpha_b1, r.alpha_b2, r.alpha_weight_decay = 1e-4, 0.5, 0.999, 5e-4
     r.branch_compute = "auto"
     r.noise_lifetime, r.noise_final, r.branch_scale_init = 48, 0.05, -1.0
-    r.fixed_mask = "searched"
+    r.fixed_mask, r.random_mask_seed = "searched", -1
     r.test_split = "test"
     for key, value in overrides.items():
         if key not in r:

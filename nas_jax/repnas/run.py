@@ -159,7 +159,9 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
     if int(jax.device_get(searched.step)) < schedule.fix_step:
         return None
     extra = jax.device_get(searched.extra)
-    mask = task.fixed_mask(extra) if config.repnas.fixed_mask == "searched" else task.random_mask(config.seed)
+    r = config.repnas
+    mask = task.fixed_mask(extra) if r.fixed_mask == "searched" else task.random_mask(
+        config.seed if r.random_mask_seed < 0 else r.random_mask_seed)
     fixed_task = ClassificationTask(task.fixed_model(mask), config.label_smoothing)
 
     def from_search() -> Restored:
