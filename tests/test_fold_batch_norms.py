@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nas_jax.rep.fold_batch_norms import FoldedBatchNorms, conv_batch_norm_pairs
-from nas_jax.rep.fuse import fuse_params
+from nas_jax.rep.fuse import deploy_form, fuse_params
 from helpers import as_float64, random_variables, rel_l2
 import user_models
 
@@ -82,8 +82,13 @@ def test_only_a_conv_read_by_its_batch_norm_alone_folds():
 
 def test_user_models_fold_and_one_with_nothing_to_fold_says_so():
     for function in (user_models.train_by_default, user_models.tiny_unet, user_models.flatten_mlp):
-        deploy_model, _, fused, trained = _fused_vs_trained(function(10))
+        model = function(10)
+        deploy_model, _, fused, trained = _fused_vs_trained(model)
         assert deploy_model.folded and rel_l2(fused, trained) < 1e-12, function.__name__
+        shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), jax.numpy.zeros((1, SIZE, SIZE, 3)))
+        assert deploy_form(model, shapes, input_shape=(1, SIZE, SIZE, 3)) == deploy_model  # from shapes alone
     model = user_models.dense_block_net(10)  # pre-activation: every BatchNorm comes before its conv
     with pytest.raises(ValueError, match="no nn.Conv whose output only a BatchNorm reads.*nothing to fuse"):
         fuse_params(model, random_variables(model, jax.numpy.zeros((1, SIZE, SIZE, 3))), input_shape=(1, SIZE, SIZE, 3))
+    with pytest.raises(ValueError, match="no nas_jax blocks.*pass them"):
+        deploy_form(model)

@@ -17,7 +17,7 @@ def run(args) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from nas_jax.rep.fuse import fuse_params
+    from nas_jax.rep.fuse import deploy_form, fuse_params
     from nas_jax.train.checkpoint import save_deploy
     from nas_jax.train.run import Run
 
@@ -27,15 +27,11 @@ def run(args) -> int:
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     eval_data = run.eval_data
     batch = next(eval_data.eval_batches(config.eval_batch_size))
-    deploy_models = []
-
-    def fuse(v):  # compiled: the tracing forward pass inside fuse_params is dead code to XLA
-        deploy_model, deploy_v = fuse_params(task.model, v, input_shape=(1,) + tuple(eval_data.image_shape))
-        deploy_models.append(deploy_model)
-        return deploy_v
-
-    deploy_variables = jax.device_get(jax.jit(fuse)(variables))
-    deploy_model = deploy_models[0]
+    input_shape = (1,) + tuple(eval_data.image_shape)
+    deploy_model = deploy_form(task.model, variables, input_shape=input_shape)
+    # compiled: the tracing forward pass inside fuse_params is dead code to XLA
+    deploy_variables = jax.device_get(jax.jit(lambda v: fuse_params(task.model, v, input_shape=input_shape)[1])(
+        variables))
     with jax.default_matmul_precision("highest"):
         trained = np.asarray(jax.jit(lambda v, x: task.model.apply(v, x, train=False))(variables, jnp.asarray(batch["image"])))
         deployed = np.asarray(jax.jit(lambda v, x: deploy_model.apply(v, x, train=False))(deploy_variables,

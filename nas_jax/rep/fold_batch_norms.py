@@ -80,14 +80,25 @@ def conv_batch_norm_pairs(model: nn.Module, variables, input_shape: Sequence[int
     return {n: (c, e) for n, (c, e) in pairs.items() if called.count(n) == 1 and called.count(c) == 1}
 
 
-def fold_batch_norms(model: nn.Module, variables, *, input_shape: Sequence[int] = (1, 64, 64, 3)):
-    """``(FoldedBatchNorms(model, folded), folded variables)``: every foldable conv-BatchNorm
-    pair of ``model`` folded (see the module doc). Pure; works under ``jax.jit``. Raises
-    ``ValueError`` when the model has no such pair."""
+def _foldable_pairs(model: nn.Module, variables, input_shape: Sequence[int]) -> Dict[Path, Tuple[Path, float]]:
     pairs = conv_batch_norm_pairs(model, variables, input_shape)
     if not pairs:
         raise ValueError(f"{type(model).__name__}: no nn.Conv whose output only a BatchNorm reads, and no "
                          "nas_jax blocks (a `block` attribute): there is nothing to fuse")
+    return pairs
+
+
+def folded_model(model: nn.Module, variables, *, input_shape: Sequence[int] = (1, 64, 64, 3)) -> "FoldedBatchNorms":
+    """The module ``fold_batch_norms`` returns, from the shapes of ``variables`` alone
+    (``jax.eval_shape`` structures work), e.g. to apply what a jitted fold computed."""
+    return FoldedBatchNorms(model, tuple(sorted("/".join(n) for n in _foldable_pairs(model, variables, input_shape))))
+
+
+def fold_batch_norms(model: nn.Module, variables, *, input_shape: Sequence[int] = (1, 64, 64, 3)):
+    """``(FoldedBatchNorms(model, folded), folded variables)``: every foldable conv-BatchNorm
+    pair of ``model`` folded (see the module doc). Pure; works under ``jax.jit``. Raises
+    ``ValueError`` when the model has no such pair."""
+    pairs = _foldable_pairs(model, variables, input_shape)
     params = traverse_util.flatten_dict(variables["params"])
     stats = traverse_util.flatten_dict(variables.get("batch_stats", {}))
     for norm, (conv, epsilon) in pairs.items():

@@ -8,7 +8,7 @@ import flax.linen as nn
 from flax import traverse_util
 import jax.numpy as jnp
 
-from nas_jax.rep.fold_batch_norms import fold_batch_norms
+from nas_jax.rep.fold_batch_norms import fold_batch_norms, folded_model
 from nas_jax.rep.kinds import FUSABLE_MODULES, kind_of_module
 from nas_jax.rep.walk import intercept_modules
 
@@ -73,14 +73,17 @@ def _has_blocks(model: nn.Module) -> bool:
     return isinstance(inner, nn.Module) and _has_blocks(inner)
 
 
-def deploy_form(model: nn.Module) -> nn.Module:
-    """The deploy model ``fuse_params`` returns for a model with blocks (any block kind,
-    inside its wrappers): ``block='deploy'``, no branch mask. Its variables come from
-    ``fuse_params``; this gives the module alone (e.g. to build a model before loading
-    deploy weights)."""
+def deploy_form(model: nn.Module, variables=None, *, input_shape: Sequence[int] = (1, 64, 64, 3)) -> nn.Module:
+    """The deploy model ``fuse_params`` returns, alone (e.g. to build a model before loading
+    deploy weights, or to apply variables a jitted ``fuse_params`` computed). For a model
+    with blocks (any block kind, inside its wrappers): ``block='deploy'``, no branch mask.
+    For any other model: its ``FoldedBatchNorms``, found from the shapes of ``variables``
+    (``jax.eval_shape`` structures work), which it then needs."""
     if not _has_blocks(model):
-        raise ValueError(f"{type(model).__name__} has no nas_jax blocks (a `block` attribute): its deploy form is "
-                         "the FoldedBatchNorms fuse_params returns with its variables")
+        if variables is None:
+            raise ValueError(f"{type(model).__name__} has no nas_jax blocks (a `block` attribute): its deploy form "
+                             "folds its conv-BatchNorm pairs, found from its variables; pass them")
+        return folded_model(model, variables, input_shape=input_shape)
     fields = {f.name for f in dataclasses.fields(model)}
     if not isinstance(getattr(model, "block", None), str):
         return model.clone(model=deploy_form(model.model))
