@@ -36,11 +36,12 @@ import time
 
 import jax
 import numpy as np
+from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_io import mean_std, write_results  # noqa: E402
 from search_sanity import (CONFIGS, MODES, RESULTS, export_and_finetune, log, ranking_configurations,  # noqa: E402
-                           repnas_config, repnas_job, search_settings, write_widths)
+                           repnas_config, repnas_job, search_settings, verdict, write_widths)
 
 from nas_jax.cli import main as nas_jax  # noqa: E402
 from nas_jax.pruning.search.context import SearchContext  # noqa: E402
@@ -103,10 +104,14 @@ def pruning_spread(mode: dict, n: int, workdir: str, configs: int) -> dict:
 
 
 def spread_line(label: str, choices, seeds) -> str:
+    """The two spreads, their ratio and the one-sided F-test p-value that choices spread
+    more than seeds (equal variances under the null)."""
     a, b = np.asarray(choices, np.float64), np.asarray(seeds, np.float64)
-    ratio = a.std(ddof=1) / b.std(ddof=1) if b.std(ddof=1) > 0 else float("inf")
-    return (f"- {label}: choices spread {a.std(ddof=1):.4f}, seeds {b.std(ddof=1):.4f} (ratio {ratio:.2f}); "
-            f"range of choices {a.max() - a.min():.4f}, of seeds {b.max() - b.min():.4f}")
+    f = a.var(ddof=1) / b.var(ddof=1) if b.var(ddof=1) > 0 else float("inf")
+    p = float(stats.f.sf(f, a.size - 1, b.size - 1))
+    return (f"- {label}: choices spread (std) {a.std(ddof=1):.4f}, seeds {b.std(ddof=1):.4f}: ratio "
+            f"{a.std(ddof=1) / b.std(ddof=1):.2f}, F-test p = {p:.3f} (one-sided: choices spread more); range "
+            f"of choices {a.max() - a.min():.4f}, of seeds {b.max() - b.min():.4f}")
 
 
 def markdown(result: dict, title: str) -> str:
@@ -124,6 +129,8 @@ def markdown(result: dict, title: str) -> str:
     if "repnas_random_masks_seed0" in result:
         lines.append(spread_line("RepNAS masks vs seeds", result["repnas_random_masks_seed0"],
                                  result["repnas_searched_over_seeds"]))
+        lines.append(f"- the searched mask (over seeds) vs random masks (seed 0): "
+                     f"{verdict(result['repnas_searched_over_seeds'], result['repnas_random_masks_seed0'])}")
     if "pruning_configurations_seed0" in result:
         lines.append(spread_line("pruning configurations vs seeds", result["pruning_configurations_seed0"],
                                  result["pruning_config0_over_seeds"]))

