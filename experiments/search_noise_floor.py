@@ -27,25 +27,20 @@ and ``.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
 import time
 
-import jax
 import numpy as np
 from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_io import mean_std, write_results  # noqa: E402
-from search_sanity import (CONFIGS, MODES, RESULTS, export_and_finetune, log, ranking_configurations,  # noqa: E402
-                           repnas_config, repnas_job, search_settings, verdict, write_widths)
+from search_sanity import (RESULTS, log, mode_arguments, open_mode, pruning_setup, ranked_finetune,  # noqa: E402
+                           ranking_configurations, repnas_config, repnas_job, verdict)
 
-from nas_jax.cli import main as nas_jax  # noqa: E402
-from nas_jax.pruning.search.context import SearchContext  # noqa: E402
-from nas_jax.pruning.search.space import Budget, SearchSpace  # noqa: E402
 from nas_jax.repnas.run import SEARCH_CHECKPOINT_DIR  # noqa: E402
 
 
@@ -76,29 +71,10 @@ def repnas_spread(mode: dict, n: int, workdir: str) -> dict:
 
 
 def pruning_spread(mode: dict, n: int, workdir: str, configs: int) -> dict:
-    prune_dir = os.path.join(workdir, "prune")
-    log("Graph Pruning: PruningNet training (or reuse)")
-    status = nas_jax(["prune", "train", "--config", os.path.join(CONFIGS, "prune_digits.py"), "--workdir", prune_dir,
-                      f"--config.dataset={mode['dataset']}", *mode["prune"]])
-    if status:
-        raise RuntimeError(f"prune train failed ({status})")
-    context = SearchContext(prune_dir, search_settings(mode, 0))
-    space = SearchSpace(context.task.graph, context.task.grid, Budget.parse("flops=0.5"))
+    prune_dir, _, space = pruning_setup(mode, workdir)
     choices = ranking_configurations(space, configs)[:n]
-    over_configs, over_seeds = [], []
-    for i, choice in enumerate(choices):
-        directory = os.path.join(workdir, "ranking", f"config{i:02d}")
-        os.makedirs(directory, exist_ok=True)
-        write_widths(os.path.join(directory, "widths.json"), space, choice)
-        over_configs.append(export_and_finetune(prune_dir, os.path.join(directory, "widths.json"), directory, mode, 0))
-        log(f"configuration {i}: fine-tuned {over_configs[-1]:.4f}")
-    first = os.path.join(workdir, "ranking", "config00")
-    over_seeds.append(over_configs[0])
-    for seed in range(1, n):
-        directory = os.path.join(workdir, "noise_floor", "ranking_config00", f"seed{seed}")
-        os.makedirs(directory, exist_ok=True)
-        over_seeds.append(export_and_finetune(prune_dir, os.path.join(first, "widths.json"), directory, mode, seed))
-        log(f"configuration 0, seed {seed}: fine-tuned {over_seeds[-1]:.4f}")
+    over_configs = [ranked_finetune(prune_dir, workdir, space, i, choice, mode, 0) for i, choice in enumerate(choices)]
+    over_seeds = [ranked_finetune(prune_dir, workdir, space, 0, choices[0], mode, seed) for seed in range(n)]
     return {"pruning_configurations_seed0": over_configs, "pruning_config0_over_seeds": over_seeds,
             "pruning_flops_ratio": [float(r) for r in space.cost_ratio(choices)]}
 
@@ -138,19 +114,11 @@ def markdown(result: dict, title: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="digits (embedded) instead of MNIST")
-    parser.add_argument("--workdir", default="")
+    parser = mode_arguments(__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5, help="seeds per choice and choices per seed")
     parser.add_argument("--configs", type=int, default=12, help="as search_sanity.py's (the same configurations)")
-    parser.add_argument("--parts", nargs="+", default=["repnas", "pruning"], choices=["repnas", "pruning"])
-    parser.add_argument("--json", action="store_true", help="print the JSON line last")
     args = parser.parse_args(argv)
-    name = "quick" if args.quick else "full"
-    mode = MODES[name]
-    workdir = args.workdir or f"/tmp/search_sanity_{name}"
-    os.makedirs(workdir, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "xla_cache"))
+    name, mode, workdir = open_mode(args)
     start = time.perf_counter()
     result = {"settings": {"mode": name, "dataset": mode["dataset"], "n": args.n, "repnas_overrides": mode["repnas"],
                            "prune_overrides": mode["prune"], "finetune_steps": mode["finetune_steps"]}}

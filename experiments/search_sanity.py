@@ -235,7 +235,9 @@ def write_widths(path: str, space: SearchSpace, choice) -> None:
         json.dump({"model": graph.model_name, "groups": widths, "widths": widths}, f)
 
 
-def pruning_checks(mode: dict, seeds, workdir: str, configs: int, ranking_seeds: int) -> dict:
+def pruning_setup(mode: dict, workdir: str):
+    """``(PruningNet directory, SearchContext, the 50% FLOPs SearchSpace)``; trains the
+    PruningNet first unless ``workdir`` holds it."""
     prune_dir = os.path.join(workdir, "prune")
     log("Graph Pruning: PruningNet training")
     status = nas_jax(["prune", "train", "--config", os.path.join(CONFIGS, "prune_digits.py"), "--workdir", prune_dir,
@@ -243,22 +245,30 @@ def pruning_checks(mode: dict, seeds, workdir: str, configs: int, ranking_seeds:
     if status:
         raise RuntimeError(f"prune train failed ({status})")
     context = SearchContext(prune_dir, search_settings(mode, 0))
-    space = SearchSpace(context.task.graph, context.task.grid, Budget.parse("flops=0.5"))
+    return prune_dir, context, SearchSpace(context.task.graph, context.task.grid, Budget.parse("flops=0.5"))
+
+
+def ranked_finetune(prune_dir: str, workdir: str, space: SearchSpace, index: int, choice, mode: dict,
+                    seed: int) -> float:
+    """Test accuracy of ranking configuration ``index`` (``choice``) fine-tuned with ``seed``
+    (under ``workdir/ranking/configNN``, seeds after 0 in ``seedS``)."""
+    directory = os.path.join(workdir, "ranking", f"config{index:02d}")
+    os.makedirs(directory, exist_ok=True)
+    widths = os.path.join(directory, "widths.json")
+    write_widths(widths, space, choice)
+    return export_and_finetune(prune_dir, widths, directory if seed == 0 else os.path.join(directory, f"seed{seed}"),
+                               mode, seed)
+
+
+def pruning_checks(mode: dict, seeds, workdir: str, configs: int, ranking_seeds: int) -> dict:
+    prune_dir, context, space = pruning_setup(mode, workdir)
     choices = ranking_configurations(space, configs)
     predicted = context.evaluator(space.channels(choices))
-    rank_dir = os.path.join(workdir, "ranking")
-    os.makedirs(rank_dir, exist_ok=True)
-    by_seed = []  # [configs][ranking_seeds]
+    by_seed = [[ranked_finetune(prune_dir, workdir, space, i, choice, mode, seed) for seed in range(ranking_seeds)]
+               for i, choice in enumerate(choices)]  # [configs][ranking_seeds]
     for i, choice in enumerate(choices):
-        directory = os.path.join(rank_dir, f"config{i:02d}")
-        os.makedirs(directory, exist_ok=True)
-        widths = os.path.join(directory, "widths.json")
-        write_widths(widths, space, choice)
-        by_seed.append([export_and_finetune(prune_dir, widths, directory if seed == 0 else
-                                            os.path.join(directory, f"seed{seed}"), mode, seed)
-                        for seed in range(ranking_seeds)])
         log(f"ranking config {i}: FLOPs ratio {float(space.cost_ratio(choice[None])[0]):.3f}, PruningNet "
-            f"{float(predicted[i]):.4f}, fine-tuned {np.mean(by_seed[-1]):.4f} (seeds {by_seed[-1]})")
+            f"{float(predicted[i]):.4f}, fine-tuned {np.mean(by_seed[i]):.4f} (seeds {by_seed[i]})")
     finetuned = [float(np.mean(a)) for a in by_seed]
     tau = kendalltau(predicted, finetuned)
     out = {"pruning_kendall_tau": float(tau.statistic), "pruning_kendall_p": float(tau.pvalue),
@@ -324,23 +334,35 @@ def markdown(result: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def mode_arguments(description: str) -> argparse.ArgumentParser:
+    """The arguments every script over these runs takes: --quick, --workdir, --parts, --json."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="digits (embedded) instead of MNIST")
+    parser.add_argument("--workdir", default="", help="default /tmp/search_sanity_{quick,full}, shared by the scripts")
+    parser.add_argument("--parts", nargs="+", default=["repnas", "pruning"], choices=["repnas", "pruning"])
     parser.add_argument("--json", action="store_true", help="print the JSON line last (always written to results)")
-    parser.add_argument("--workdir", default="")
+    return parser
+
+
+def open_mode(args):
+    """``(name, mode, workdir)`` of the parsed ``mode_arguments``; the work directory exists
+    and holds the persistent XLA cache."""
+    name = "quick" if args.quick else "full"
+    workdir = args.workdir or f"/tmp/search_sanity_{name}"
+    os.makedirs(workdir, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "xla_cache"))
+    return name, MODES[name], workdir
+
+
+def main(argv=None) -> int:
+    parser = mode_arguments(__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--configs", type=int, default=12, help="width configurations for Kendall's tau")
     parser.add_argument("--ranking-seeds", type=int, default=3,
                         help="fine-tuning seeds per ranking configuration (tau uses their mean accuracy)")
-    parser.add_argument("--parts", nargs="+", default=["repnas", "pruning"], choices=["repnas", "pruning"])
     parser.add_argument("--out", default="", help="Markdown results path (default experiments/results/search_sanity_<mode>.md)")
     args = parser.parse_args(argv)
-    name = "quick" if args.quick else "full"
-    mode = MODES[name]
-    workdir = args.workdir or f"/tmp/search_sanity_{name}"
-    os.makedirs(workdir, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "xla_cache"))
+    name, mode, workdir = open_mode(args)
     start = time.perf_counter()
     result = {"settings": {"mode": name, "dataset": mode["dataset"], "seeds": args.seeds,
                            "repnas_config": "experiments/configs/repnas_digits.py", "repnas_overrides": mode["repnas"],
