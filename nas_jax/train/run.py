@@ -1,8 +1,8 @@
-"""One job's assembly point: a ``Run`` is a config and a work directory, and builds, once
-each, what the commands on them need: the mesh, the pipelines of each split, the
-schedule's length and optimizer, the config's classification task, and the run's
-checkpoints. ``train`` (the loop), ``eval``, ``fuse``, ``repnas``, ``prune`` and their
-restores all take one.
+"""One job's assembly point: a ``Run`` is a config and a work directory. It builds, once
+each, what the commands on them share (the mesh, the pipeline of each split, the
+schedule's length and optimizer), makes the config's classification task and reads the
+run's checkpoints. ``train`` (the loop), ``eval``, ``fuse``, ``repnas``, ``prune`` and
+their restores all take one.
 
     run = Run(config, "/tmp/run")                 # a new or resumed job
     state = train(run)                            # the config's classification task
@@ -98,8 +98,8 @@ def total_steps(config, pipeline: Pipeline) -> int:
 
 
 class Run:
-    """A job on ``config`` in ``workdir`` (see the module doc); everything is built on first
-    use and kept."""
+    """A job on ``config`` in ``workdir`` (see the module doc); the mesh, pipelines, step
+    count and optimizer are built on first use and kept."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str, job: str = TRAIN_JOB):
         self.config, self.workdir, self.job = config, workdir, job
