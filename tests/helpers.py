@@ -2,6 +2,8 @@
 errors, float64 copies, and the exported-vs-masked comparison of a pruned network."""
 import functools
 
+import flax.linen as nn
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,3 +87,43 @@ def jaxpr_macs(jaxpr) -> int:
             lhs = eqn.invars[0].aval.shape
             total += int(np.prod(eqn.outvars[0].aval.shape)) * int(np.prod([lhs[a] for a in contract]))
     return total
+
+
+def _identity_norms(next_fun, args, kwargs, context):
+    if isinstance(context.module, (nn.LayerNorm, nn.GroupNorm)) and context.method_name == "__call__":
+        return args[0]
+    return next_fun(*args, **kwargs)
+
+
+def layer_io(model, variables, x, perturb=None):
+    """({layer path: input}, {layer path: output}); with ``perturb = (path, channel,
+    outputs)`` that layer's output channel is raised by 10 and every other non-depthwise layer
+    returns ``outputs[path]`` whatever its input."""
+    inputs, outputs = {}, {}
+
+    def wrap(module, call, h):
+        path = "/".join(module.path)
+        inputs[path] = h
+        if perturb is None or (isinstance(module, nn.Conv) and module.feature_group_count == h.shape[-1] > 1
+                               and path != perturb[0]):
+            y = call(h)
+        elif path == perturb[0]:
+            y = perturb[2][path]
+            n_out = feature_axes(module)[1]  # a DenseGeneral's channels are its heads x head_dim
+            y = y.reshape(*y.shape[:y.ndim - n_out], -1).at[..., perturb[1]].add(10.0).reshape(y.shape)
+        else:
+            y = perturb[2][path]
+        outputs[path] = y
+        return y
+
+    from nas_jax.pruning.graph import intercept_layers
+    from nas_jax.pruning.graph.trace import feature_axes
+    with nn.intercept_methods(_identity_norms), intercept_layers(wrap):
+        model.apply(variables, x, train=False)
+    return inputs, outputs
+
+
+def reads(graph, layer):
+    """[(group, channel)] of every entry of ``layer``'s input axis."""
+    pattern = [(g, c) for g, width in layer.inputs for c in range(width)]
+    return pattern * layer.repeat

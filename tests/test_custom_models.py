@@ -11,7 +11,6 @@ group by design (the graph records that as ``Group.blocks``, which the exported 
 test checks)."""
 import json
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,10 +22,11 @@ from nas_jax.models.network import load_network, save_network
 from nas_jax.pruning import masked
 from nas_jax.pruning.cost import network_cost
 from nas_jax.pruning.export import export_network
-from nas_jax.pruning.graph import IMAGE, build_layer_graph, intercept_layers
+from nas_jax.pruning.graph import IMAGE, build_layer_graph
 from nas_jax.pruning.task import PruningTask, configuration_variables
 from nas_jax.pruning.widths import WidthGrid, sample_ratios, save_widths, uniform_ratios
-from helpers import as_float64, exported_and_masked_in_float64, jaxpr_macs, random_variables, rel_l2
+from helpers import (as_float64, exported_and_masked_in_float64, jaxpr_macs, layer_io, random_variables, reads,
+                     rel_l2)
 
 SIZE = 16
 MODELS = ("tiny_unet", "dense_block_net", "flatten_mlp", "grouped_gn")
@@ -35,56 +35,20 @@ SPECS = {name: CustomSpec(f"user_models:{name}", 10, SIZE) for name in MODELS}
 TASKS = {name: PruningTask(spec, GRID, gcn_features=8, gcn_depth=2, generator_hidden=4) for name, spec in SPECS.items()}
 
 
-def _identity_norms(next_fun, args, kwargs, context):
-    if isinstance(context.module, (nn.LayerNorm, nn.GroupNorm)) and context.method_name == "__call__":
-        return args[0]
-    return next_fun(*args, **kwargs)
-
-
-def _layer_io(model, variables, x, perturb=None):
-    """({layer path: input}, {layer path: output}); with ``perturb = (path, channel,
-    outputs)`` that layer's output channel is raised by 10 and every other non-depthwise layer
-    returns ``outputs[path]`` whatever its input."""
-    inputs, outputs = {}, {}
-
-    def wrap(module, call, h):
-        path = "/".join(module.path)
-        inputs[path] = h
-        if perturb is None or (isinstance(module, nn.Conv) and module.feature_group_count == h.shape[-1] > 1
-                               and path != perturb[0]):
-            y = call(h)
-        elif path == perturb[0]:
-            y = perturb[2][path].at[..., perturb[1]].add(10.0)
-        else:
-            y = perturb[2][path]
-        outputs[path] = y
-        return y
-
-    with nn.intercept_methods(_identity_norms), intercept_layers(wrap):
-        model.apply(variables, x, train=False)
-    return inputs, outputs
-
-
-def _reads(graph, layer):
-    """[(group, channel)] of every entry of ``layer``'s input axis."""
-    pattern = [(g, c) for g, width in layer.inputs for c in range(width)]
-    return pattern * layer.repeat
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_channel_flow_matches_brute_force(name):
     model, graph = TASKS[name].model, TASKS[name].graph
     x = jax.random.normal(jax.random.key(0), (2, SIZE, SIZE, 3))
     variables = random_variables(model, x, seed=1)
-    base_in, base_out = _layer_io(model, variables, x)
+    base_in, base_out = layer_io(model, variables, x)
     checked = 0
     for s, source in enumerate(graph.layers):
         for channel in sorted({0, source.out_channels // 2, source.out_channels - 1}):
-            inputs, _ = _layer_io(model, variables, x, (source.path, channel, base_out))
+            inputs, _ = layer_io(model, variables, x, (source.path, channel, base_out))
             for i, layer in enumerate(graph.layers):  # the layers after it that read that channel change
                 changed = np.any(np.asarray(inputs[layer.path] != base_in[layer.path]),
                                  axis=tuple(range(base_in[layer.path].ndim - 1)))
-                predicted = np.asarray([i > s and r == (source.group, channel) for r in _reads(graph, layer)])
+                predicted = np.asarray([i > s and r == (source.group, channel) for r in reads(graph, layer)])
                 np.testing.assert_array_equal(changed, predicted, err_msg=f"{source.path}[{channel}] -> {layer.path}")
                 checked += int(predicted.sum())
     assert checked > 0
@@ -154,7 +118,7 @@ def test_an_nnx_model_is_refused_with_what_is_traced():
         def __call__(self, x, train=False):
             return self.head(self.conv(x).mean((1, 2)))
 
-    with pytest.raises(NotImplementedError, match="Flax NNX modules, also under nnx.bridge.to_linen, are not traced"):
+    with pytest.raises(NotImplementedError, match="name its function .with an `rngs` parameter. in config.model"):
         build_layer_graph(nnx.bridge.to_linen(NNXNet), (1, SIZE, SIZE, 3))
 
 

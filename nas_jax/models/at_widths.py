@@ -1,9 +1,10 @@
 """Any linen model at other layer widths, without a width argument in its code.
 
-``AtWidths(model, overrides)`` runs ``model`` with chosen ``nn.Conv`` / ``nn.Dense``
-submodules rebuilt with other attributes (``features``, a depthwise conv's
-``feature_group_count``): each overridden call is a copy of the submodule with those
-attributes, applied to the submodule's own variables. Its variables therefore have the
+``AtWidths(model, overrides)`` runs ``model`` with chosen ``nn.Conv`` / ``nn.Dense`` /
+``nn.MultiHeadDotProductAttention`` submodules rebuilt with other attributes (``features``,
+a depthwise conv's ``feature_group_count``, an attention's ``num_heads``): each overridden call is a copy of the submodule with those
+attributes, bound to the submodule's own scope (same variables, same paths, also for an
+attention's projections). Its variables therefore have the
 overridden, really smaller shapes, in the same tree as ``model``'s (the wrapper shares
 the model's scope: no extra path level), and modules that size themselves from their
 input (BatchNorm, LayerNorm, GroupNorm, a following conv) follow. ``init`` creates them
@@ -16,6 +17,7 @@ from typing import Dict, Tuple
 
 import flax.linen as nn
 
+RESIZABLE = (nn.Conv, nn.Dense, nn.MultiHeadDotProductAttention)  # the modules overrides apply to
 Overrides = Tuple[Tuple[str, Tuple[Tuple[str, int], ...]], ...]  # ((module path, ((attribute, value), ...)), ...)
 
 
@@ -36,20 +38,16 @@ def _changes(overrides: Dict[str, Dict[str, int]], path: Tuple[str, ...]):
 
 @contextlib.contextmanager
 def override_attributes(overrides: Dict[str, Dict[str, int]]):
-    """Within the context, a call of an ``nn.Conv`` or ``nn.Dense`` whose ``/``-joined path
+    """Within the context, a call of a ``RESIZABLE`` module whose ``/``-joined path
     is a key of ``overrides`` runs as that module with the attributes replaced."""
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
         changes = _changes(overrides, module.path) if context.method_name == "__call__" else None
-        if changes is None or not isinstance(module, (nn.Conv, nn.Dense)):
+        if (changes is None or not isinstance(module, RESIZABLE)
+                or all(getattr(module, k) == v for k, v in changes.items())):  # the resized copy itself
             return next_fun(*args, **kwargs)
-        resized = module.clone(parent=None, **changes)
-        if module.is_initializing():
-            created = resized.init(module.make_rng("params"), *args, **kwargs)["params"]
-            for name, value in created.items():
-                module.put_variable("params", name, value)
-        return resized.apply({"params": module.variables["params"]}, *args, **kwargs)
+        return module.clone(parent=module.scope, **changes)(*args, **kwargs)  # same scope: same paths
 
     with nn.intercept_methods(interceptor):
         yield

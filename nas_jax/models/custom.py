@@ -4,13 +4,16 @@
 The function is called as ``function(num_classes=N, **model_kwargs)`` and returns a linen
 module that is called as the zoo's are: ``module(images, train=...)`` on NHWC images,
 with BatchNorm statistics in ``batch_stats`` (``nas_jax.models.contract``, checked on the
-first build). Its layer sizes are plain ints in its own code; ``nas_jax.models.AtWidths``
+first build). A function with an ``rngs`` parameter builds a Flax NNX model instead
+(``function(num_classes=N, rngs=nnx.Rngs(...), **model_kwargs)``, called as
+``module(images)``), which runs as a linen model through ``nas_jax.models.nnx_model``. Its layer sizes are plain ints in its own code; ``nas_jax.models.AtWidths``
 runs it at other widths.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import importlib.util
 import os
 import sys
@@ -20,6 +23,7 @@ import flax.linen as nn
 
 from nas_jax.models.at_widths import Overrides, at_widths
 from nas_jax.models.contract import check_model
+from nas_jax.models.nnx_model import NNXModel, Shapes
 
 
 _CHECKED: set = set()  # the specs whose models passed ``check_model`` in this process
@@ -46,6 +50,14 @@ def _import_file(path: str):
             del sys.modules[name]
             raise
     return sys.modules[name]
+
+
+def takes_rngs(function: Callable) -> bool:
+    """Whether ``function`` has an ``rngs`` parameter (it builds a Flax NNX model)."""
+    try:
+        return "rngs" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def load_function(target: str) -> Callable[..., nn.Module]:
@@ -82,15 +94,29 @@ class CustomSpec:
     def name(self) -> str:
         return self.target
 
-    def model(self, block: str = "plain", overrides: Overrides = ()) -> nn.Module:
+    @property
+    def is_nnx(self) -> bool:
+        """Whether the function builds a Flax NNX model: it takes ``rngs``."""
+        return takes_rngs(load_function(self.target))
+
+    def model(self, block: str = "plain", overrides: Overrides = (), shapes: Shapes = ()) -> nn.Module:
         """The user's module (``block`` must be plain: a user model builds its own
-        blocks), at the ``AtWidths`` ``overrides`` if any."""
+        blocks), at the ``AtWidths`` ``overrides`` if any; an NNX model as an ``NNXModel``,
+        at the variable ``shapes`` of a pruned network if any."""
         if block != "plain":
             raise ValueError(f"model {self.target}: block={block!r} applies to zoo models only; a user model "
                              "builds its own blocks from nas_jax.rep")
-        module = load_function(self.target)(num_classes=self.num_classes, **dict(self.model_kwargs))
+        function = load_function(self.target)
+        if takes_rngs(function):
+            if overrides:
+                raise ValueError(f"model {self.target} is an NNX model: it is resized by variable shapes, not "
+                                 "AtWidths overrides")
+            module = NNXModel(function, self.num_classes, self.model_kwargs, tuple(shapes), self.target)
+        else:
+            module = function(num_classes=self.num_classes, **dict(self.model_kwargs))
         if not isinstance(module, nn.Module):
-            raise ValueError(f"model {self.target} returned {type(module).__name__}, not a flax.linen Module")
+            raise ValueError(f"model {self.target} returned {type(module).__name__}, not a flax.linen Module "
+                             "(an NNX model's function takes `rngs`: function(num_classes, rngs))")
         if self not in _CHECKED:
             check_model(module, (2, self.image_size, self.image_size, 3), self.num_classes, self.target)
             _CHECKED.add(self)

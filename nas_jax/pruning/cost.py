@@ -2,10 +2,13 @@
 
 FLOPs are multiply-accumulates (MACs) of the convs and dense layers, one per weight per
 output position (``H_out * W_out * kH * kW * C_in / groups * C_out``, a depthwise conv
-``H_out * W_out * kH * kW * C_out``, a dense layer ``C_in * C_out``); normalisations,
+``H_out * W_out * kH * kW * C_out``, a dense layer ``C_in * C_out`` per position: per token
+on a sequence), plus a multi-head attention's two products between activations (scores
+and weighted sum, ``queries * keys * head_dim`` per head each); normalisations, softmax,
 activations, pooling and additions are not counted. Parameters are the entries of the
 exported network's ``params`` collection: kernels, each layer's per-output-channel vectors
-(a bias; a conv-BN's scale and bias) and each normalisation's per-channel vectors. Both
+(a bias; a conv-BN's scale and bias), each normalisation's per-channel vectors and the
+parameters outside layers (a position embedding, a class token). Both
 are exact for the spatial size the graph was built for.
 
 Every function takes kept ``channels`` [..., num_groups] (one configuration or a batch of
@@ -71,10 +74,30 @@ def norm_params(graph: LayerGraph, channels) -> np.ndarray:
     return widths @ np.asarray([n.vectors for n in graph.norms], np.int64)
 
 
+def attention_flops(graph: LayerGraph, channels) -> np.ndarray:
+    """[...] int64: the multi-head attentions' scores (queries x keys x head_dim per
+    head) and weighted sums (the same), ``2 * queries * keys * kept channels`` each."""
+    channels = np.asarray(channels, np.int64)
+    total = np.zeros(channels.shape[:-1], np.int64)
+    for a in graph.attentions:
+        total = total + 2 * a.queries * a.keys * channels[..., graph.layers[a.query].group]
+    return total
+
+
+def free_params(graph: LayerGraph, channels) -> np.ndarray:
+    """[...] int64: the parameters outside layers and normalisations (``FreeParam``)."""
+    channels = np.asarray(channels, np.int64)
+    total = np.zeros(channels.shape[:-1], np.int64)
+    for p in graph.free_params:
+        total = total + p.size * (p.channels if p.group == IMAGE else channels[..., p.group])
+    return total
+
+
 def total_costs(graph: LayerGraph, channels) -> Dict[str, np.ndarray]:
     """``{'flops': [...], 'params': [...]}`` int64 of the whole network."""
     per_layer = layer_costs(graph, channels)
-    return {"flops": per_layer["flops"].sum(-1), "params": per_layer["params"].sum(-1) + norm_params(graph, channels)}
+    return {"flops": per_layer["flops"].sum(-1) + attention_flops(graph, channels),
+            "params": per_layer["params"].sum(-1) + norm_params(graph, channels) + free_params(graph, channels)}
 
 
 def network_cost(graph: LayerGraph, channels) -> Dict[str, int]:

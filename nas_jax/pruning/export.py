@@ -6,12 +6,17 @@ positions of ``Layer.inputs``; within one feature group for a grouped conv; none
 depthwise kernel) and output axis, a layer's vectors (bias, its BatchNorm's) on the
 output axis, a normalisation's vectors on its input axis. ``export_network`` pairs them
 with the same model rebuilt at the kept widths: a zoo model through its per-layer
-``widths`` overrides, a user's linen model through ``nas_jax.models.AtWidths``. With the
+``widths`` overrides, a user's linen model through ``nas_jax.models.AtWidths``, a user's
+NNX model as its own class resized (``nas_jax.models.nnx_model.resize``). A DenseGeneral's
+kernel [in axes..., out axes...] is cropped as [in, out] and keeps its head size; a
+parameter outside layers whose last axis is a group's channels (a position embedding) is
+cropped on it. With the
 same BatchNorm statistics it computes what ``masked_apply`` computes for that
 configuration.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple, Union
 
 import flax.linen as nn
@@ -54,14 +59,23 @@ def _kernel_inputs(graph: LayerGraph, layer: Layer, channels) -> Optional[np.nda
     return kept_inputs(graph, layer.inputs, layer.repeat, channels)
 
 
+def _resized(shape: Tuple[int, ...], width: int) -> Tuple[int, ...]:
+    """``shape`` (axes flattening to one channel axis, e.g. heads x head_dim) holding
+    ``width`` channels: its first axis shrinks."""
+    return (width // math.prod(shape[1:]),) + tuple(shape[1:])
+
+
 def _crop_layer(graph: LayerGraph, layer: Layer, array: np.ndarray, channels) -> np.ndarray:
     out = _kept_out(graph, layer, channels)
+    if layer.kind == "dense" and array.size == layer.in_channels * layer.out_channels:  # [in axes.., out axes..]
+        inputs = kept_inputs(graph, layer.inputs, layer.repeat, channels)
+        split = next(k for k in range(array.ndim + 1) if math.prod(array.shape[:k]) == layer.in_channels)
+        kept = array.reshape(layer.in_channels, layer.out_channels)[inputs][:, out]
+        return kept.reshape(_resized(array.shape[:split], len(inputs)) + _resized(array.shape[split:], len(out)))
     if array.ndim == 4:  # conv kernel HWIO
         inputs = _kernel_inputs(graph, layer, channels)
         return (array if inputs is None else array[:, :, inputs])[..., out]
-    if array.ndim == 2:  # dense kernel [in, out]
-        return array[kept_inputs(graph, layer.inputs, layer.repeat, channels)][:, out]
-    return array[out]
+    return array.reshape(-1)[out].reshape(_resized(array.shape, len(out)))  # a vector: bias, BatchNorm
 
 
 def crop_variables(graph: LayerGraph, variables, channels) -> dict:
@@ -70,17 +84,21 @@ def crop_variables(graph: LayerGraph, variables, channels) -> dict:
     channels = np.asarray(channels)
     owners = {tuple(layer.path.split("/")): ("layer", layer) for layer in graph.layers}
     owners.update({tuple(n.path.split("/")): ("norm", n) for n in graph.norms})
+    owners.update({tuple(p.path.split("/")): ("free", p) for p in graph.free_params})
     cropped = {}
     for key, array in traverse_util.flatten_dict(jax.device_get(variables)).items():
         owner = max((p for p in owners if key[1:1 + len(p)] == p), key=len, default=None)
         if owner is None:
-            raise ValueError(f"variable {'/'.join(key)} belongs to no layer or normalisation of the graph")
+            raise ValueError(f"variable {'/'.join(key)} belongs to no layer, normalisation or channel-carrying "
+                             "parameter of the graph")
         kind, node = owners[owner]
         array = np.asarray(array)
         if kind == "layer":
             cropped[key] = _crop_layer(graph, node, array, channels)
+        elif kind == "norm":
+            cropped[key] = array[..., kept_inputs(graph, node.inputs, 1, channels)]
         else:
-            cropped[key] = array[kept_inputs(graph, node.inputs, 1, channels)]
+            cropped[key] = array if node.group == IMAGE else array[..., kept_inputs(graph, ((node.group, array.shape[-1]),), 1, channels)]
     return traverse_util.unflatten_dict(cropped)
 
 
@@ -93,11 +111,17 @@ def width_overrides(graph: LayerGraph, channels) -> Tuple[Tuple[str, int], ...]:
 
 def attribute_overrides(graph: LayerGraph, channels) -> Overrides:
     """``AtWidths`` overrides: every pruned layer's conv / dense module gets its kept
-    ``features`` (and a depthwise conv its ``feature_group_count``)."""
+    ``features`` (and a depthwise conv its ``feature_group_count``); an attention its kept
+    ``num_heads`` and ``qkv_features`` (head size kept) and ``out_features``."""
     out = []
-    for layer in graph.layers:
+    inside = {i for a in graph.attentions for i in (a.query, a.key, a.value, a.out)}
+    for a in graph.attentions:
+        kept = int(channels[graph.layers[a.query].group])
+        width = int(channels[graph.layers[a.out].group])
+        out.append((a.path, (("num_heads", kept // a.head_dim), ("out_features", width), ("qkv_features", kept))))
+    for i, layer in enumerate(graph.layers):
         kept = int(channels[layer.group])
-        if kept == layer.out_channels:
+        if kept == layer.out_channels or i in inside:
             continue
         if layer.kernel_path is None:
             raise NotImplementedError(f"layer {layer.path} has several kernels (a multi-branch block): "
@@ -114,4 +138,13 @@ def export_network(spec: Union[ZooSpec, CustomSpec], graph: LayerGraph, variable
     cropped = crop_variables(graph, variables, channels)
     if isinstance(spec, ZooSpec):
         return spec.model("plain", width_overrides(graph, channels)), cropped
+    if spec.is_nnx:  # the user's NNX class, resized to the cropped variables
+        return spec.model("plain", shapes=variable_shapes(cropped)), cropped
     return spec.model("plain", attribute_overrides(graph, channels)), cropped
+
+
+def variable_shapes(variables) -> Tuple[Tuple[str, Tuple[int, ...]], ...]:
+    """``((path without the collection, shape), ...)`` of ``variables`` (an ``NNXModel``'s
+    ``shapes``)."""
+    return tuple(("/".join(key[1:]), tuple(int(d) for d in np.shape(v)))
+                 for key, v in sorted(traverse_util.flatten_dict(variables).items()))

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from nas_jax.pruning.graph import IMAGE, LayerGraph, Segments, channel_mask, intercept_layers, norm_kind
+from nas_jax.pruning.graph.trace import feature_axes
 
 
 def template(model: nn.Module, graph: LayerGraph) -> dict:
@@ -58,8 +59,8 @@ def network_variables(graph: LayerGraph, variables_template, weights: Dict[str, 
     params = {}
     for key, leaf in traverse_util.flatten_dict(variables_template["params"]).items():
         path = "/".join(key)
-        if path in kernel_of:
-            params[key] = weights[kernel_of[path]]
+        if path in kernel_of:  # [in, out] for a DenseGeneral's kernel [in axes..., out axes...]
+            params[key] = weights[kernel_of[path]].reshape(leaf.shape)
         elif _is_batch_norm(graph, key):
             params[key] = (jnp.ones if key[-1] == "scale" else jnp.zeros)(leaf.shape, dtype)
         else:
@@ -114,7 +115,10 @@ def masked_apply(model: nn.Module, graph: LayerGraph, variables, channels, image
 
     def mask_input(module, call, x):
         mask = layer_masks.get("/".join(module.path))
-        return call(x if mask is None else x * mask.astype(x.dtype))
+        if mask is None:
+            return call(x)
+        n_in = feature_axes(module)[0]  # a DenseGeneral reading heads x head_dim
+        return call(x * mask.reshape(x.shape[x.ndim - n_in:]).astype(x.dtype))
 
     def mask_norm(module, call, x):
         mask = norm_masks.get("/".join(module.path))

@@ -1,8 +1,9 @@
 """Width configurations: one ratio per coupled group, drawn from a grid.
 
 A configuration is a float array ``ratios`` [num_groups] (fixed groups at 1.0); a group
-of ``channels`` in ``blocks`` blocks (``Group.blocks``, 1 unless a grouped conv or a
-GroupNorm splits it) keeps ``blocks * max(1, round(ratio * channels / blocks))`` channels
+of ``channels`` in steps of ``Group.step`` channels (1 unless a grouped conv or a GroupNorm
+splits it into blocks, or it is attention heads) keeps ``step * max(1, round(ratio *
+channels / step))`` channels
 (round half to even, as NumPy and ``jnp.round``). The functions on arrays work under ``jax.jit`` with traced ratios, so a
 training step samples a new configuration without recompiling.
 
@@ -57,9 +58,9 @@ def full_channels(graph: LayerGraph) -> np.ndarray:
 
 def group_channels(graph: LayerGraph, ratios) -> jax.Array:
     """[..., num_groups] int32 kept channels for ``ratios`` [..., num_groups] (jit-able)."""
-    blocks = np.asarray([g.blocks for g in graph.groups], np.int32)
-    per_block = jnp.round(jnp.asarray(ratios) * (full_channels(graph) // blocks))
-    return (blocks * jnp.maximum(1, per_block)).astype(jnp.int32)
+    steps = np.asarray([g.step for g in graph.groups], np.int32)
+    per_step = jnp.round(jnp.asarray(ratios) * (full_channels(graph) // steps))
+    return (steps * jnp.maximum(1, per_step)).astype(jnp.int32)
 
 
 def uniform_ratios(graph: LayerGraph, ratio: float) -> np.ndarray:
@@ -75,13 +76,23 @@ def sample_ratios(key: jax.Array, graph: LayerGraph, grid: WidthGrid) -> jax.Arr
     return jnp.where(jnp.asarray([g.fixed for g in graph.groups]), 1.0, ratios)
 
 
-def ratios_from_mapping(graph: LayerGraph, grid: WidthGrid, by_group: Mapping[str, float]) -> np.ndarray:
-    """[num_groups] float32 from ``{group name: ratio}`` naming every prunable group."""
+def ratios_from_mapping(graph: LayerGraph, grid: WidthGrid, by_group: Mapping[str, float],
+                        whole_heads: bool = True) -> np.ndarray:
+    """[num_groups] float32 from ``{group name: ratio}`` naming every prunable group;
+    ``whole_heads``: an attention's group must be given a whole number of heads (a search's
+    result is not checked: it holds the ratios its evaluations rounded, as in training)."""
     names = {graph.groups[g].name for g in graph.prunable_groups}
     unknown, missing = sorted(set(by_group) - names), sorted(names - set(by_group))
     if unknown or missing:
         raise ValueError(f"widths do not fit model {graph.model_name!r}: unknown groups {unknown}, "
                          f"missing groups {missing}")
+    for g in graph.prunable_groups:
+        group = graph.groups[g]
+        heads = by_group[group.name] * group.channels / group.unit
+        if whole_heads and group.unit > 1 and abs(heads - round(heads)) > TOLERANCE:
+            raise ValueError(f"group {group.name} is {group.channels // group.unit} attention heads of {group.unit} "
+                             f"channels: width {by_group[group.name]} keeps {heads:g} heads, not a whole number; use "
+                             f"a multiple of 1/{group.channels // group.unit}")
     return np.asarray([1.0 if g.fixed else grid.check(by_group[g.name], g.name) for g in graph.groups],
                       np.float32)
 
@@ -104,4 +115,4 @@ def load_widths(path: str, graph: LayerGraph, grid: WidthGrid) -> np.ndarray:
     if doc.get("channels", expected) != expected:
         raise ValueError(f"{path} was made for {graph.model_name!r} with other full widths "
                          "(another width multiplier or class count)")
-    return ratios_from_mapping(graph, grid, doc["groups"])
+    return ratios_from_mapping(graph, grid, doc["groups"], whole_heads="method" not in doc)

@@ -37,9 +37,9 @@ repeated ``repeat`` times (a flattened ``H x W x C`` map feeds a Dense ``H * W``
 its channel pattern, channel fastest).
 """
 from nas_jax.pruning.graph.build import build_layer_graph, zoo_graph
-from nas_jax.pruning.graph.layers import (IMAGE, KINDS, Group, Layer, LayerGraph, Norm, Segments, channel_mask,
+from nas_jax.pruning.graph.layers import (IMAGE, KINDS, Attention, FreeParam, Group, Layer, LayerGraph, Norm, Segments, channel_mask,
                                           kept_channels, single_group)
 from nas_jax.pruning.graph.trace import LAYER_TYPES, intercept_layers, norm_kind
 
-__all__ = ["build_layer_graph", "zoo_graph", "IMAGE", "KINDS", "Group", "Layer", "LayerGraph", "Norm", "Segments",
+__all__ = ["build_layer_graph", "zoo_graph", "IMAGE", "KINDS", "Attention", "FreeParam", "Group", "Layer", "LayerGraph", "Norm", "Segments",
            "channel_mask", "kept_channels", "single_group", "LAYER_TYPES", "intercept_layers", "norm_kind"]

@@ -3,13 +3,15 @@ into coupled groups and each layer's and normalisation's input segments."""
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import flax.linen as nn
+import jax
 
 from nas_jax.models.network import ZooSpec
 from nas_jax.pruning.graph.channel_flow import ChannelFlow, UnionFind
-from nas_jax.pruning.graph.layers import IMAGE, Group, Layer, LayerGraph, Norm, Segments, single_group
+from nas_jax.pruning.graph.layers import (IMAGE, Attention, FreeParam, Group, Layer, LayerGraph, Norm, Segments,
+                                          single_group)
 from nas_jax.pruning.graph.op_rules import NONE, Value
 from nas_jax.pruning.graph.trace import trace_layers
 
@@ -22,21 +24,25 @@ def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 22
     them through an op the graph cannot follow). Raises ``NotImplementedError`` naming the
     layer and the op for a structure it cannot prune."""
     name = model_name or type(model).__name__
-    found, norm_found, batch_norms, jaxpr = trace_layers(model, input_shape)
+    found, norm_found, attention_found, batch_norms, variables, jaxpr = trace_layers(model, input_shape)
     if not found:
         raise NotImplementedError(f"model {name}: no conv or dense layers were found (the graph sees flax.linen "
-                                  "nn.Conv / nn.Dense and nas_jax.rep blocks; Flax NNX modules, also under "
-                                  "nnx.bridge.to_linen, are not traced)")
+                                  "nn.Conv / nn.Dense / nn.DenseGeneral and nas_jax.rep blocks, and the standard "
+                                  "layers of an NNX model run by nas_jax: for an NNX model, also one under "
+                                  "nnx.bridge.to_linen, name its function (with an `rngs` parameter) in config.model)")
     unknown = sorted(set(keep_full) - {f["path"] for f in found})
     if unknown:
         raise ValueError(f"keep_full names {unknown}, which are no layers of {name}; its layers are "
                          f"{[f['path'] for f in found]}")
     flow = ChannelFlow()
+    free = free_param_slots(flow, variables, [f["path"] for f in found] + [n["path"] for n in norm_found])
     image = flow.grow(input_shape[-1])
-    outputs = flow.run(jaxpr, [NONE] * (len(jaxpr.invars) - 1) + [Value(image, None, frozenset([IMAGE]))])
+    outputs = flow.run(jaxpr, [free.get(path, (NONE,))[0] for path in variable_paths(variables)]
+                       + [Value(image, None, frozenset([IMAGE]))])
     missing = [f["path"] for i, f in enumerate(found) if i not in flow.layer_in or i not in flow.layer_slots]
     if missing:
         raise RuntimeError(f"layers {missing} were not reached in the traced forward pass")
+    attentions = [join_heads(flow, a, found) for a in attention_found]
     for i, f in enumerate(found):  # a depthwise conv's channel c is its input's channel c
         x = flow.layer_in[i]
         if f["kind"] == "depthwise" and x.slots is not None and not x.opaque:
@@ -66,6 +72,9 @@ def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 22
     slot_group: Dict[int, Tuple[int, int]] = {r: (group_of[i], c) for r, (i, c) in seen.items()}
     fixed = [False] * len(order)
     blocks = [1] * len(order)
+    units = [1] * len(order)
+    for a in attentions:
+        units[group_of[a.query]] = math.lcm(units[group_of[a.query]], a.head_dim)
 
     def fix_slots(slots) -> None:
         for s in slots:
@@ -130,11 +139,65 @@ def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 22
                 blocks[g_in] = math.lcm(blocks[g_in], n["num_groups"])
         norms.append(Norm(n["path"], n["kind"], n["num_groups"], inputs, n["vectors"]))
     groups = tuple(Group(found[r]["path"], tuple(i for i, ri in enumerate(roots) if ri == r),
-                         found[r]["out_channels"], fixed[g], blocks[g]) for g, r in enumerate(order))
+                         found[r]["out_channels"], fixed[g], blocks[g], units[g]) for g, r in enumerate(order))
+    free_params = tuple(free_param_group(flow, path, entry, slot_group) for path, entry in free.items())
     layers = tuple(Layer(producers=tuple(sorted(flow.layer_in[i].reached)), group=group_of[i], inputs=inputs,
                          repeat=repeat, **f) for i, (f, (inputs, repeat)) in enumerate(zip(found, layer_inputs)))
     edges = tuple((i, j) for j, layer in enumerate(layers) for i in layer.producers if i != IMAGE)
-    return LayerGraph(model_name, tuple(input_shape), layers, edges, groups, tuple(norms), batch_norms)
+    return LayerGraph(model_name, tuple(input_shape), layers, edges, groups, tuple(norms), batch_norms,
+                      tuple(attentions), tuple(p for p in free_params if p is not None))
+
+
+def variable_paths(variables) -> List[str]:
+    """The ``/``-joined paths of ``variables``' leaves in flattening order (the traced
+    jaxpr's inputs)."""
+    return ["/".join(str(getattr(k, "key", k)) for k in path)
+            for path, _ in jax.tree_util.tree_flatten_with_path(variables)[0]]
+
+
+def free_param_slots(flow: ChannelFlow, variables, owners: Sequence[str]) -> Dict[str, Tuple[Value, int]]:
+    """``{path: (value with new slots on its last axis, entries per channel)}`` for every
+    parameter under no layer or normalisation path in ``owners``."""
+    free = {}
+    for path, leaf in zip(variable_paths(variables), jax.tree_util.tree_leaves(variables)):
+        collection, _, rest = path.partition("/")
+        owned = any(rest == o or rest.startswith(o + "/") for o in owners)
+        if collection == "params" and not owned and leaf.ndim >= 1:
+            free[path] = (Value(flow.grow(leaf.shape[-1])), math.prod(leaf.shape[:-1]))
+    return free
+
+
+def free_param_group(flow: ChannelFlow, path: str, free: Tuple[Value, int], slot_group) -> Optional[FreeParam]:
+    """The group whose channels a free parameter's last axis carries (IMAGE: none), or a
+    ``NotImplementedError`` for a parameter that meets a group out of channel order."""
+    value, size = free
+    places = [slot_group.get(flow.find(int(s)), (IMAGE, -1)) for s in value.slots]
+    groups = {g for g, _ in places}
+    if groups == {IMAGE}:
+        return FreeParam(path.partition("/")[2], IMAGE, len(places), size)
+    g = places[0][0]
+    if len(groups) > 1 or [c for _, c in places] != list(range(len(places))):
+        raise NotImplementedError(f"parameter {path} is added to the channels of groups {sorted(groups)} out of "
+                                  "channel order: not supported")
+    return FreeParam(path.partition("/")[2], g, len(places), size)
+
+
+def join_heads(flow: ChannelFlow, record: dict, found: Sequence[dict]) -> Attention:
+    """The attention of a traced record: its query, key and value output channels united
+    (one group, head by head), and its out projection reading them (its input was the
+    opaque attention product)."""
+    roles = record["roles"]
+    missing = [r for r in ("query", "key", "value", "out") if r not in roles]
+    if missing:
+        raise NotImplementedError(f"attention {record['path']}: projections {missing} were not called as layers")
+    q, k, v, o = (roles[r] for r in ("query", "key", "value", "out"))
+    for a, b, c in zip(flow.layer_slots[q], flow.layer_slots[k], flow.layer_slots[v]):
+        flow.union(int(a), int(b))
+        flow.union(int(a), int(c))
+    flow.layer_in[o] = Value(flow.layer_slots[q], None, frozenset([q, k, v]))
+    heads = record["heads"]
+    return Attention(record["path"], q, k, v, o, heads, found[q]["out_channels"] // heads, record["queries"],
+                     record["keys"])
 
 
 def zoo_graph(spec: ZooSpec, block: str = "plain") -> LayerGraph:

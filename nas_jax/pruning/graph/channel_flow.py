@@ -77,7 +77,10 @@ class ChannelFlow(UnionFind):
             return [Value(reached=frozenset().union(*(v.reached for v in values)))] * outs
         if op.x.opaque and op.name != "concatenate":
             return [opaque(op.name, values)] * outs
-        return [RULES.get(op.name, default)(self, op)] * outs
+        out = RULES.get(op.name, default)(self, op)
+        if out.opaque and not out.reached:  # parameters mixed among themselves: a constant to the pass
+            out = Value()
+        return [out] * outs
 
     def _tag(self, tag: str, x: Value, width: int) -> Value:
         kind, index = tag.split(":")

@@ -3,6 +3,7 @@ dataclasses, hashable, comparable), and which channels a group keeps."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional, Tuple
 
 import jax
@@ -18,9 +19,10 @@ Segments = Tuple[Tuple[int, int], ...]
 @dataclasses.dataclass(frozen=True)
 class Layer:
     """One node of the graph. Channels are the full (unpruned) widths; ``in_channels`` is
-    the whole input axis (``repeat * sum of inputs' widths``); ``groups`` the conv's
-    feature groups (a depthwise conv's is its width); ``out_hw`` the output's height and
-    width (1, 1 for a Dense on vectors). ``kernel_path``: its one kernel in ``params``
+    the whole input axis (``repeat * sum of inputs' widths``; a ``DenseGeneral``'s input
+    and output feature axes flattened, heads x head_dim); ``groups`` the conv's feature
+    groups (a depthwise conv's is its width); ``out_hw`` the output's height and width
+    (the sequence length and 1 for a Dense on tokens [B, L, C], 1, 1 on vectors). ``kernel_path``: its one kernel in ``params``
     (``stage0/conv1/conv/kernel``), None for a multi-branch block; ``vectors``: its
     per-output-channel parameter vectors (a bias: 1, a conv-BN: 2)."""
     path: str
@@ -60,12 +62,49 @@ class Norm:
 @dataclasses.dataclass(frozen=True)
 class Group:
     """Layers sharing one output width. ``name`` is the path of its first layer;
-    ``blocks``: kept channels are the same leading ones of each of ``blocks`` equal blocks."""
+    ``blocks``: kept channels are the same leading ones of each of ``blocks`` equal blocks;
+    ``unit``: a kept width is a whole number of units of this many channels (an attention
+    head: the query, key and value projections' group keeps whole heads)."""
     name: str
     layers: Tuple[int, ...]
     channels: int
     fixed: bool
     blocks: int = 1
+    unit: int = 1
+
+    @property
+    def step(self) -> int:
+        """Every kept width is a multiple of this."""
+        return math.lcm(self.blocks, self.unit)
+
+
+@dataclasses.dataclass(frozen=True)
+class Attention:
+    """A ``nn.MultiHeadDotProductAttention`` (or an NNX ``MultiHeadAttention``): its
+    ``query``, ``key``, ``value`` and ``out`` projections (layer indices), whose first three
+    form one group of ``heads`` x ``head_dim`` channels that keeps whole heads, and the
+    query and key/value sequence lengths, for the ``2 * queries * keys * kept channels``
+    multiply-accumulates of its scores and weighted sum."""
+    path: str
+    query: int
+    key: int
+    value: int
+    out: int
+    heads: int
+    head_dim: int
+    queries: int
+    keys: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FreeParam:
+    """A parameter of no layer or normalisation (a position embedding, a class token) whose
+    last axis (``channels`` wide) is a group's channels (``group``; IMAGE: never pruned):
+    ``size`` entries per channel."""
+    path: str
+    group: int
+    channels: int
+    size: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +112,8 @@ class LayerGraph:
     """Layers in execution order, edges ``(producer, consumer)`` between layers (the image
     is no node), the coupled groups and the normalisations. ``input_shape`` is the NHWC
     shape it was built for; ``batch_norms`` the paths of every ``nn.BatchNorm`` (also
-    inside layers)."""
+    inside layers); ``attentions`` its multi-head attentions; ``free_params`` the
+    parameters outside layers and normalisations that carry a group's channels."""
     model_name: str
     input_shape: Tuple[int, ...]
     layers: Tuple[Layer, ...]
@@ -81,6 +121,8 @@ class LayerGraph:
     groups: Tuple[Group, ...]
     norms: Tuple[Norm, ...] = ()
     batch_norms: Tuple[str, ...] = ()
+    attentions: Tuple[Attention, ...] = ()
+    free_params: Tuple[FreeParam, ...] = ()
 
     @property
     def prunable_groups(self) -> Tuple[int, ...]:
