@@ -4,28 +4,16 @@
     nas-jax prune search --workdir W --method evolution --budget flops=0.5
     nas-jax prune export --workdir W --widths W/search/evolution/best.json --out W/export
 """
+import os
+
 import ml_collections
 
-from nas_jax.pruning.config import pruning_section
-from nas_jax.train.config import default_config
+from nas_jax.train.config import load_config
 
 
 def get_config():
-    c = default_config()
+    """``prune_custom_digits.py``'s schedule and pruning settings, on this model."""
+    c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "prune_custom_digits.py"))
     c.model = "experiments/models/vit.py:nnx_vit"  # named by its path from the repository root
     c.model_kwargs = ml_collections.ConfigDict({"width": 64, "depth": 2, "heads": 4, "mlp": 128, "image_size": 32})
-    c.width = 1.0  # a user model sets its own widths
-    c.dataset = "digits"
-    c.image_size = 32
-    c.batch_size = 64
-    c.eval_batch_size = 128
-    c.num_steps = 400
-    c.optimizer = "adamw"
-    c.learning_rate = 2e-3
-    c.weight_decay = 1e-4
-    c.warmup_steps = 50
-    c.grad_clip_norm = 5.0
-    c.log_every = 50
-    c.checkpoint_every = 200
-    c.pruning = pruning_section()  # grid 0.1..1.0 step 0.05
     return c
