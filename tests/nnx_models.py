@@ -83,3 +83,34 @@ class EinsumAttention(nnx.Module):
 
 def einsum_attention(num_classes, rngs):
     return EinsumAttention(num_classes, rngs)
+
+
+class DropoutNet(nnx.Module):
+    """A conv, dropout and a linear head."""
+
+    def __init__(self, num_classes, rngs):
+        self.conv = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+        self.dropout = nnx.Dropout(0.5, rngs=rngs)
+        self.head = nnx.Linear(8, num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.dropout(nnx.relu(self.conv(x))).mean(axis=(1, 2)))
+
+
+def dropout_net(num_classes, rngs):
+    return DropoutNet(num_classes, rngs)
+
+
+class CustomDotLinear(nnx.Module):
+    """A linear head with its own dot_general, which has no linen twin."""
+
+    def __init__(self, num_classes, rngs):
+        self.head = nnx.Linear(3, num_classes, dot_general=lambda *a, **k: __import__("jax").lax.dot_general(*a, **k),
+                               rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(x.mean(axis=(1, 2)))
+
+
+def custom_dot_linear(num_classes, rngs):
+    return CustomDotLinear(num_classes, rngs)

@@ -198,7 +198,7 @@ def test_bad_nnx_models_and_head_widths_get_clear_errors(tmp_path):
 def test_prune_train_search_export_train_and_fuse_commands_on_an_nnx_vit(tmp_path, capsys):
     workdir, out = tmp_path / "run", tmp_path / "export"
     overrides = ["--config.model_kwargs.depth=1", "--config.model_kwargs.heads=2", "--config.model_kwargs.mlp=24",
-                 "--config.model_kwargs.width=16",
+                 "--config.model_kwargs.width=16", "--config.pruning.keep_full=[]",
                  "--config.num_steps=2", "--config.log_every=1", "--config.pruning.calibration_batches=1",
                  "--config.pruning.gcn_features=8", "--config.pruning.generator_hidden=4",
                  "--config.pruning.report_widths=(0.5, 1.0)", "--config.batch_size=16", "--config.width=1.0"]
@@ -228,3 +228,32 @@ def test_fuse_params_folds_an_nnx_models_batch_norms():
         deploy_model, deploy_variables = fuse_params(model, variables, input_shape=(1, SIZE, SIZE, 3))
         assert rel_l2(deploy_model.apply(deploy_variables, x), model.apply(variables, x, train=False)) < 1e-12
     assert "batch_stats" not in deploy_variables or not jax.tree.leaves(deploy_variables["batch_stats"])
+
+
+def test_dropout_draws_from_the_steps_rng_and_is_refused_without_one():
+    spec = CustomSpec("nnx_models:dropout_net", 10, SIZE)
+    model = spec.model()
+    x = jax.random.normal(jax.random.key(0), (2, SIZE, SIZE, 3))
+    variables = model.init(jax.random.key(0), x, train=False)
+    apply = lambda key: model.apply(variables, x, train=True, mutable=["batch_stats"],  # noqa: E731
+                                    rngs={"dropout": jax.random.key(key)})[0]
+    assert not np.allclose(apply(1), apply(2)) and np.array_equal(apply(1), apply(1))
+    np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))  # eval: no dropout
+    with pytest.raises(Exception, match="has dropout and runs in train mode without a 'dropout' RNG"):
+        model.apply(variables, x, train=True, mutable=["batch_stats"])
+
+
+def test_layer_options_without_a_linen_twin_are_refused():
+    with pytest.raises(ModelContractError, match="Linear with a non-default dot_general has no linen twin"):
+        CustomSpec("nnx_models:custom_dot_linear", 10, SIZE).model()
+
+
+def test_a_scalar_parameter_outside_layers_is_kept_and_counted():
+    task = PruningTask(CustomSpec("user_models:scaled_head", 10, SIZE), GRID, gcn_features=8, generator_hidden=4)
+    assert [(p.path, p.group, p.size) for p in task.graph.free_params] == [("temperature", -1, 1)]
+    params = jax.jit(task.init)(jax.random.key(0), None)["params"]
+    images = jax.random.normal(jax.random.key(5), (3, 8, SIZE, SIZE, 3))
+    _, pruned, channels, exported, reference = exported_and_masked_in_float64(
+        task, params, uniform_ratios(task.graph, 0.5), images)
+    assert rel_l2(exported, reference) < 1e-10 and pruned["params"]["temperature"].shape == ()
+    assert network_cost(task.graph, channels)["params"] == sum(int(np.size(a)) for a in jax.tree.leaves(pruned["params"]))

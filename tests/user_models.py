@@ -98,3 +98,17 @@ def grouped_gn(num_classes=10):
 
 def train_by_default(num_classes=10):
     return TrainByDefault(num_classes)
+
+
+class ScaledHead(nn.Module):
+    """A learnt scalar temperature on the logits: a parameter of no layer, with no channels."""
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Conv(8, (3, 3), name="conv")(x))
+        return nn.Dense(self.num_classes, name="head")(x.mean(axis=(1, 2))) * self.param("temperature", nn.initializers.ones, ())
+
+
+def scaled_head(num_classes=10):
+    return ScaledHead(num_classes)

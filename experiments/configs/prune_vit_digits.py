@@ -1,4 +1,4 @@
-"""Graph PruningNet on the linen ViT of ``experiments/models/vit.py`` (heads, MLP widths and the embedding pruned), on the embedded digits (32x32x3).
+"""Graph PruningNet on the linen ViT of ``experiments/models/vit.py`` (heads and MLP widths pruned; the embedding kept whole: drop ``keep_full`` to prune it too), on the embedded digits (32x32x3).
 
     nas-jax prune train --config experiments/configs/prune_vit_digits.py --workdir W
     nas-jax prune search --workdir W --method evolution --budget flops=0.5
@@ -16,4 +16,5 @@ def get_config():
     c = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "prune_custom_digits.py"))
     c.model = "experiments/models/vit.py:vit"  # named by its path from the repository root
     c.model_kwargs = ml_collections.ConfigDict({"width": 64, "depth": 2, "heads": 4, "mlp": 128})
+    c.pruning.keep_full = ["embed"]  # the embedding width only where asked: sampling it slows the PruningNet
     return c

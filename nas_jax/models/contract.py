@@ -109,7 +109,8 @@ def check_model(module: nn.Module, input_shape: Sequence[int], num_classes: int,
     if problem:
         raise ModelContractError(f"model {name}: {problem}")
     out, _ = _trace(name, "model.apply(variables, images, train=True, mutable=['batch_stats'])",
-                    lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"]), variables, x)
+                    lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"],
+                                              rngs={"dropout": jax.random.key(0)}), variables, x)
     problem = _output_problem(out, batch, num_classes, "train")
     if problem:
         raise ModelContractError(f"model {name}: {problem}")

@@ -19,16 +19,20 @@ as NNX inside an ``NNXAttention`` stand-in, its four projections through their t
 the layer graph, the masked pruning forward, BatchNorm recalibration and folding see an
 NNX model's layers as they see a linen model's. Everything else in the model (its own
 arithmetic, ``nnx.Param`` attributes such as a position embedding, other modules) runs as
-NNX. ``tests/test_nnx_models.py`` checks the twins against the NNX classes in float64.
+NNX. ``tests/test_nnx_and_vit.py`` checks the twins against the NNX classes in float64.
+Dropout draws from the ``dropout`` RNG the training steps pass; a model with active
+dropout called in train mode without one is refused.
 
 ``resize(module, shapes)`` is the pruned network as the user's own NNX class: every
 variable at its new shape and each standard layer's size attributes (``in_features``,
 ``out_features``, ``num_features``, ``feature_group_count``, ``num_heads``,
-``qkv_features``) updated to match; ``nas_jax.pruning.nnx_network`` saves and reloads it.
+``qkv_features``) updated to match; ``nas_jax.models.network.save_network`` writes it as
+an orbax checkpoint too and ``load_nnx_network`` reloads it.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 from typing import Any, Callable, Dict, Tuple
 
@@ -77,45 +81,54 @@ def _common(m, *names) -> dict:
     return {"parent": None, **{n: getattr(m, n) for n in ("dtype", "param_dtype", *names)}}
 
 
-def _refuse(m, **defaults) -> None:
-    """An ``NNXContractError`` where a layer option has no linen twin."""
-    for name, default in defaults.items():
-        if getattr(m, name, default) != default:
-            raise NNXContractError(f"{type(m).__name__} with {name}={getattr(m, name)!r} has no linen twin; nas_jax "
-                                   f"follows it at {name}={default!r} only")
+NO_TWIN_OPTIONS = ("mask", "preferred_element_type", "dot_general", "dot_general_cls", "conv_general_dilated",
+                   "promote_dtype", "axis_index_groups", "qkv_dot_general", "out_dot_general", "qkv_dot_general_cls",
+                   "out_dot_general_cls", "qkv_promote_dtype", "out_promote_dtype")
+
+
+def _refuse(m) -> None:
+    """An ``NNXContractError`` where a layer option with no linen twin is not its default."""
+    parameters = inspect.signature(type(m).__init__).parameters
+    for name in NO_TWIN_OPTIONS:
+        if name in parameters and name in vars(m) and getattr(m, name) is not parameters[name].default:
+            raise NNXContractError(f"{type(m).__name__} with a non-default {name} has no linen twin; nas_jax follows "
+                                   "it with its default only")
 
 
 def _conv(m: nnx.Conv):
-    _refuse(m, mask=None, preferred_element_type=None)
+    _refuse(m)
     return nn.Conv(m.out_features, m.kernel_size, m.strides, m.padding, m.input_dilation, m.kernel_dilation,
                    m.feature_group_count, m.use_bias, **_common(m, "precision"))
 
 
 def _linear(m: nnx.Linear):
-    _refuse(m, preferred_element_type=None)
+    _refuse(m)
     return nn.Dense(m.out_features, m.use_bias, **_common(m, "precision"))
 
 
 def _linear_general(m: nnx.LinearGeneral):
-    _refuse(m, preferred_element_type=None)
+    _refuse(m)
     if m.batch_axis:
         raise NNXContractError("LinearGeneral with batch_axis has no linen twin")
     return nn.DenseGeneral(m.out_features, m.axis, use_bias=m.use_bias, **_common(m, "precision"))
 
 
 def _batch_norm(m: nnx.BatchNorm):
+    _refuse(m)
     return nn.BatchNorm(m.use_running_average, m.axis, m.momentum, m.epsilon, use_bias=m.use_bias,
                         use_scale=m.use_scale, axis_name=m.axis_name, use_fast_variance=m.use_fast_variance,
                         **_common(m))
 
 
 def _layer_norm(m: nnx.LayerNorm):
+    _refuse(m)
     return nn.LayerNorm(m.epsilon, use_bias=m.use_bias, use_scale=m.use_scale, reduction_axes=m.reduction_axes,
                         feature_axes=m.feature_axes, axis_name=m.axis_name, use_fast_variance=m.use_fast_variance,
                         **_common(m))
 
 
 def _group_norm(m: nnx.GroupNorm):
+    _refuse(m)
     return nn.GroupNorm(m.num_groups, None, m.epsilon, use_bias=m.use_bias, use_scale=m.use_scale,
                         reduction_axes=m.reduction_axes, axis_name=m.axis_name,
                         use_fast_variance=m.use_fast_variance, **_common(m))
@@ -135,6 +148,7 @@ class NNXAttention(nn.Module):
 
 
 def _attention(m: nnx.MultiHeadAttention):
+    _refuse(m)
     if m.num_kv_heads not in (None, m.num_heads):
         raise NNXContractError("MultiHeadAttention with num_kv_heads other than num_heads (grouped-query "
                                "attention) cannot be pruned yet")
@@ -167,31 +181,40 @@ LINEN_TWINS: Dict[type, Tuple[Callable, Callable]] = {  # NNX class -> (twin bui
 
 
 ORIGINAL_CALLS = {cls: cls.__call__ for cls in LINEN_TWINS}
+_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("nas_jax_nnx_twins", default=None)
+
+
+def _dispatching(cls):
+    """``cls.__call__`` that runs the linen twin while a ``linen_twins`` context is active."""
+    build_twin, call = LINEN_TWINS[cls]
+
+    def __call__(m, *args, **kwargs):
+        active = _ACTIVE.get()
+        if active is None:
+            return ORIGINAL_CALLS[cls](m, *args, **kwargs)
+        paths, scope_at = active
+        path = paths.get(id(m))
+        if path is None:
+            raise NNXContractError(f"an {cls.__name__} that is no attribute of the model (built inside __call__, or "
+                                   "under nnx.scan / nnx.vmap) runs: nas_jax follows the layers it finds on the "
+                                   "model's attributes only")
+        return call(build_twin(m).clone(parent=scope_at(path)), m, *args, **kwargs)
+    return __call__
+
+
+for _cls in LINEN_TWINS:  # installed once: outside a linen_twins context they are the NNX calls
+    _cls.__call__ = _dispatching(_cls)
 
 
 @contextlib.contextmanager
 def linen_twins(paths: Dict[int, Tuple[str, ...]], scope_at: Callable):
-    """Within the context, a call of a standard NNX layer whose id is in ``paths`` runs as
-    its linen twin bound to ``scope_at(path)``."""
-    originals = ORIGINAL_CALLS
-
-    def patched(cls):
-        build, call = LINEN_TWINS[cls]
-
-        def __call__(m, *args, **kwargs):
-            path = paths.get(id(m))
-            if path is None:
-                return originals[cls](m, *args, **kwargs)
-            return call(build(m).clone(parent=scope_at(path)), m, *args, **kwargs)
-        return __call__
-
+    """Within the context (this thread's, nestable), a call of a standard NNX layer whose id
+    is in ``paths`` runs as its linen twin bound to ``scope_at(path)``."""
+    token = _ACTIVE.set((paths, scope_at))
     try:
-        for cls in LINEN_TWINS:
-            cls.__call__ = patched(cls)
         yield
     finally:
-        for cls, original in originals.items():
-            cls.__call__ = original
+        _ACTIVE.reset(token)
 
 
 # --- a pruned NNX network ---------------------------------------------------------------------------------
@@ -211,14 +234,16 @@ def _resize_attributes(m: nnx.Module) -> None:
         m.in_features, m.out_features = tuple(m.kernel.get_value().shape[:n_in]), tuple(m.kernel.get_value().shape[n_in:])
     elif isinstance(m, (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm)):
         sized = m.scale if m.use_scale else m.bias if m.use_bias else getattr(m, "mean", None)
-        if sized is not None:
-            m.num_features = sized.get_value().shape[-1]
+        if sized is None:
+            raise NNXContractError(f"a {type(m).__name__} without scale or bias cannot be resized (its width is in "
+                                   "no variable)")
+        m.num_features = sized.get_value().shape[-1]
         if isinstance(m, nnx.GroupNorm):
             m.group_size = m.num_features // m.num_groups
     elif isinstance(m, nnx.MultiHeadAttention):
         in_features, heads, head_dim = m.query.kernel.get_value().shape
         m.num_heads, m.head_dim, m.qkv_features = heads, head_dim, heads * head_dim
-        m.in_features = m.in_kv_features = in_features
+        m.in_features, m.in_kv_features = in_features, m.key.kernel.get_value().shape[0]
         m.out_features = m.out.kernel.get_value().shape[-1]
         if m.num_kv_heads is not None:
             m.num_kv_heads = heads
@@ -229,8 +254,7 @@ def resize(module: nnx.Module, shapes: Dict[str, Tuple[int, ...]]) -> nnx.Module
     set to zeros of that shape, and its standard layers' size attributes updated; in place."""
     if not shapes:
         return module
-    modules, variables = graph_items(module)
-    for path, variable in variables:
+    for path, variable in graph_items(module)[1]:
         shape = shapes.get("/".join(path))
         if shape is not None and tuple(variable.get_value().shape) != tuple(shape):
             variable.set_value(jnp.zeros(shape, variable.get_value().dtype))
@@ -248,6 +272,14 @@ def build(function: Callable, num_classes: int, kwargs: dict, rngs: nnx.Rngs, sh
         raise NNXContractError(f"model {name}: the function takes `rngs` (an NNX model) but returned "
                                f"{type(module).__name__}, not an nnx.Module")
     return resize(module, dict(shapes))
+
+
+def has_dropout(module: nnx.Module) -> bool:
+    """Whether ``module`` (in train mode) drops anything: an ``nnx.Dropout`` or an attention
+    with a positive rate that is not deterministic."""
+    return any((isinstance(m, nnx.Dropout) and m.rate > 0 and not m.deterministic)
+               or (isinstance(m, nnx.MultiHeadAttention) and m.dropout_rate > 0 and not m.deterministic)
+               for _, m in nnx.iter_graph(module))
 
 
 def call_problem(module: nnx.Module) -> str:
@@ -286,9 +318,10 @@ class NNXModel(nn.Module):
     def __call__(self, images, train: bool = False):
         initializing = self.is_initializing()
         params_key = self.make_rng("params") if initializing else jax.random.key(0)
-        dropout_key = self.make_rng("dropout") if self.has_rng("dropout") else jax.random.key(1)
+        dropout_key = self.make_rng("dropout") if self.has_rng("dropout") else None
         module = build(self.function, self.num_classes, dict(self.model_kwargs),
-                       nnx.Rngs(params=params_key, dropout=dropout_key, default=params_key), self.shapes, self.name_)
+                       nnx.Rngs(params=params_key, dropout=jax.random.key(1) if dropout_key is None else dropout_key,
+                                default=params_key), self.shapes, self.name_)
         problem = call_problem(module)
         if problem:
             raise NNXContractError(f"model {self.name_}: {problem}")
@@ -306,13 +339,17 @@ class NNXModel(nn.Module):
             variable.set_value(given[path])
         if train:
             module.train()
+            if dropout_key is None and has_dropout(module):
+                raise NNXContractError(f"model {self.name_} has dropout and runs in train mode without a 'dropout' "
+                                       "RNG; pass rngs={'dropout': key} to apply (nas_jax's training steps do)")
         else:
             module.eval()
         with linen_twins(modules, lambda path: self._scope_at(scopes, path)):
             out = module(images)
         for path, variable in variables:  # statistics an NNX module of the user's own updated
-            if path in given and variable.get_value() is not given[path] and self.is_mutable_collection("batch_stats"):
-                self._scope_at(scopes, path[:-1]).put_variable(collection_of(variable), path[-1], variable.get_value())
+            if (path in given and collection_of(variable) == "batch_stats" and variable.get_value() is not given[path]
+                    and self.is_mutable_collection("batch_stats")):
+                self._scope_at(scopes, path[:-1]).put_variable("batch_stats", path[-1], variable.get_value())
         return out
 
 

@@ -67,9 +67,9 @@ def _resized(shape: Tuple[int, ...], width: int) -> Tuple[int, ...]:
 
 def _crop_layer(graph: LayerGraph, layer: Layer, array: np.ndarray, channels) -> np.ndarray:
     out = _kept_out(graph, layer, channels)
-    if layer.kind == "dense" and array.size == layer.in_channels * layer.out_channels:  # [in axes.., out axes..]
+    if layer.kind == "dense" and array.ndim >= 2 and array.size == layer.in_channels * layer.out_channels:
         inputs = kept_inputs(graph, layer.inputs, layer.repeat, channels)
-        split = next(k for k in range(array.ndim + 1) if math.prod(array.shape[:k]) == layer.in_channels)
+        split = array.ndim - layer.out_axes
         kept = array.reshape(layer.in_channels, layer.out_channels)[inputs][:, out]
         return kept.reshape(_resized(array.shape[:split], len(inputs)) + _resized(array.shape[split:], len(out)))
     if array.ndim == 4:  # conv kernel HWIO
@@ -137,10 +137,20 @@ def export_network(spec: Union[ZooSpec, CustomSpec], graph: LayerGraph, variable
     channels = np.asarray(channels)
     cropped = crop_variables(graph, variables, channels)
     if isinstance(spec, ZooSpec):
-        return spec.model("plain", width_overrides(graph, channels)), cropped
-    if spec.is_nnx:  # the user's NNX class, resized to the cropped variables
-        return spec.model("plain", shapes=variable_shapes(cropped)), cropped
-    return spec.model("plain", attribute_overrides(graph, channels)), cropped
+        model = spec.model("plain", width_overrides(graph, channels))
+    elif spec.is_nnx:  # the user's NNX class, resized to the cropped variables
+        model = spec.model("plain", shapes=variable_shapes(cropped))
+    else:
+        model = spec.model("plain", attribute_overrides(graph, channels))
+    expected = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                              jax.ShapeDtypeStruct(graph.input_shape, np.float32))
+    wrong = [("/".join(k), np.shape(v), tuple(expected_flat[k].shape))
+             for expected_flat in [traverse_util.flatten_dict(expected)]
+             for k, v in traverse_util.flatten_dict(cropped).items() if np.shape(v) != tuple(expected_flat[k].shape)]
+    if wrong:
+        raise NotImplementedError(f"the pruned {spec.name} does not take its cropped variables: {wrong[:3]} (cropped "
+                                  "shape, the model's); a parameter the channel pass could not follow?")
+    return model, cropped
 
 
 def variable_shapes(variables) -> Tuple[Tuple[str, Tuple[int, ...]], ...]:

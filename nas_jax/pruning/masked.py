@@ -104,9 +104,9 @@ def masked_norm(module: nn.Module, x: jax.Array, mask: jax.Array) -> jax.Array:
     return y.astype(module.dtype or dtype)
 
 
-def masked_apply(model: nn.Module, graph: LayerGraph, variables, channels, images, train: bool):
+def masked_apply(model: nn.Module, graph: LayerGraph, variables, channels, images, train: bool, rng=None):
     """Outputs of ``model`` (the model of ``graph``) pruned to ``channels`` [num_groups] by
-    masks. ``train``: BatchNorm on the batch's statistics."""
+    masks. ``train``: BatchNorm on the batch's statistics; ``rng``: the ``dropout`` key."""
     channels = jnp.asarray(channels)
     layer_masks = {layer.path: input_mask(graph, layer.inputs, layer.repeat, channels) for layer in graph.layers
                    if any(g != IMAGE for g, _ in layer.inputs)}
@@ -126,7 +126,8 @@ def masked_apply(model: nn.Module, graph: LayerGraph, variables, channels, image
 
     with intercept_layers(mask_input, mask_norm):
         if train:
-            return model.apply(variables, images, train=True, mutable=["batch_stats"])[0]
+            rngs = {} if rng is None else {"dropout": rng}
+            return model.apply(variables, images, train=True, mutable=["batch_stats"], rngs=rngs)[0]
         return model.apply(variables, images, train=False)
 
 

@@ -89,11 +89,12 @@ class PruningTask(Task):
         learnt = traverse_util.flatten_dict(params["network"], sep="/")
         return masked.network_variables(self.graph, self.template, weights, learnt, batch_stats)
 
-    def masked_logits(self, params, ratios, images) -> jax.Array:
-        """Logits of the masked network at ``ratios`` [num_groups] (train-mode BatchNorm)."""
+    def masked_logits(self, params, ratios, images, rng=None) -> jax.Array:
+        """Logits of the masked network at ``ratios`` [num_groups] (train-mode BatchNorm;
+        ``rng``: the dropout key)."""
         channels = group_channels(self.graph, ratios)
         return masked.masked_apply(self.model, self.graph, self.generate(params, channels), channels, images,
-                                   train=True)
+                                   train=True, rng=rng)
 
     def loss(self, params, extra, batch_stats, batch, rng, train):
         images, parts = batch["image"], self.configurations_per_step if train else 1
@@ -105,11 +106,12 @@ class PruningTask(Task):
         else:
             keys = rng[None] if parts == 1 else jax.random.split(rng, parts)
             ratios = jax.vmap(lambda key: sample_ratios(key, self.graph, self.grid))(keys)
+        dropout = jax.random.split(jax.random.fold_in(rng, 1), parts) if train else [None]
         if parts == 1:
-            logits = self.masked_logits(params, ratios[0], images)
+            logits = self.masked_logits(params, ratios[0], images, dropout[0])
         else:
             split = images.reshape(parts, images.shape[0] // parts, *images.shape[1:])
-            logits = jax.vmap(self.masked_logits, in_axes=(None, 0, 0))(params, ratios, split)
+            logits = jax.vmap(self.masked_logits, in_axes=(None, 0, 0, 0))(params, ratios, split, dropout)
             logits = logits.reshape(images.shape[0], -1)
         smoothing = self.label_smoothing if train else 0.0
         loss = cross_entropy(logits, batch["label"], smoothing, batch.get("mask"))

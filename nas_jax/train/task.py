@@ -86,7 +86,8 @@ class ClassificationTask(Task):
     def loss(self, params, extra, batch_stats, batch, rng, train):
         variables = {"params": params, "batch_stats": batch_stats}
         if train:
-            logits, updates = self.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+            logits, updates = self.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"],
+                                               rngs={"dropout": rng})
             batch_stats = updates["batch_stats"]
         else:
             logits = self.model.apply(variables, batch["image"], train=False)

@@ -3,7 +3,7 @@ into coupled groups and each layer's and normalisation's input segments."""
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -145,7 +145,7 @@ def build_layer_graph(model: nn.Module, input_shape: Sequence[int] = (1, 224, 22
                          repeat=repeat, **f) for i, (f, (inputs, repeat)) in enumerate(zip(found, layer_inputs)))
     edges = tuple((i, j) for j, layer in enumerate(layers) for i in layer.producers if i != IMAGE)
     return LayerGraph(model_name, tuple(input_shape), layers, edges, groups, tuple(norms), batch_norms,
-                      tuple(attentions), tuple(p for p in free_params if p is not None))
+                      tuple(attentions), free_params)
 
 
 def variable_paths(variables) -> List[str]:
@@ -162,15 +162,17 @@ def free_param_slots(flow: ChannelFlow, variables, owners: Sequence[str]) -> Dic
     for path, leaf in zip(variable_paths(variables), jax.tree_util.tree_leaves(variables)):
         collection, _, rest = path.partition("/")
         owned = any(rest == o or rest.startswith(o + "/") for o in owners)
-        if collection == "params" and not owned and leaf.ndim >= 1:
-            free[path] = (Value(flow.grow(leaf.shape[-1])), math.prod(leaf.shape[:-1]))
+        if collection == "params" and not owned:  # a scalar: no channels (never pruned)
+            free[path] = (Value(flow.grow(leaf.shape[-1])) if leaf.ndim else NONE, math.prod(leaf.shape[:-1]))
     return free
 
 
-def free_param_group(flow: ChannelFlow, path: str, free: Tuple[Value, int], slot_group) -> Optional[FreeParam]:
+def free_param_group(flow: ChannelFlow, path: str, free: Tuple[Value, int], slot_group) -> FreeParam:
     """The group whose channels a free parameter's last axis carries (IMAGE: none), or a
     ``NotImplementedError`` for a parameter that meets a group out of channel order."""
     value, size = free
+    if value.slots is None:
+        return FreeParam(path.partition("/")[2], IMAGE, 1, 1)
     places = [slot_group.get(flow.find(int(s)), (IMAGE, -1)) for s in value.slots]
     groups = {g for g, _ in places}
     if groups == {IMAGE}:

@@ -24,7 +24,8 @@ class Layer:
     groups (a depthwise conv's is its width); ``out_hw`` the output's height and width
     (the sequence length and 1 for a Dense on tokens [B, L, C], 1, 1 on vectors). ``kernel_path``: its one kernel in ``params``
     (``stage0/conv1/conv/kernel``), None for a multi-branch block; ``vectors``: its
-    per-output-channel parameter vectors (a bias: 1, a conv-BN: 2)."""
+    per-output-channel parameter vectors (a bias: 1, a conv-BN: 2); ``out_axes``: how many trailing axes of its
+    kernel are output axes (2 for an attention's query: heads, head_dim)."""
     path: str
     kind: str
     kernel: Tuple[int, int]
@@ -39,6 +40,7 @@ class Layer:
     repeat: int = 1
     kernel_path: Optional[str] = dataclasses.field(default=None, compare=False)
     vectors: int = dataclasses.field(default=0, compare=False)
+    out_axes: int = dataclasses.field(default=1, compare=False)  # a DenseGeneral's output feature axes
 
     @property
     def kernel_shape(self) -> Tuple[int, ...]:

@@ -6,6 +6,7 @@ variables, and described (kind, kernel, stride, groups, widths, parameters). A
 attention is recorded with the layer indices of its four projections."""
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -81,11 +82,12 @@ def _attention_record(module: nn.Module, args, kwargs) -> dict:
     path = "/".join(module.path)
     if module.decode or module.normalize_qk:
         raise NotImplementedError(f"attention {path}: decode and normalize_qk attentions cannot be pruned")
-    queries = args[0]
-    keys = args[1] if len(args) > 1 and args[1] is not None else kwargs.get("inputs_k", kwargs.get("inputs_kv"))
-    keys = queries if keys is None else keys
+    bound = inspect.signature(type(module).__call__).bind(module, *args, **kwargs).arguments
+    queries = bound["inputs_q"]
+    keys = next((bound[k] for k in ("inputs_k", "inputs_kv") if bound.get(k) is not None), queries)
+    # [B, ..., length, features]: the attention runs over the length axis, once per leading position
     return dict(path=path, at=tuple(module.path), heads=module.num_heads, queries=math.prod(queries.shape[1:-1]),
-                keys=math.prod(keys.shape[1:-1]), roles={})
+                keys=keys.shape[-2], roles={})
 
 
 def trace_layers(model: nn.Module, input_shape: Sequence[int]):
@@ -107,7 +109,7 @@ def trace_layers(model: nn.Module, input_shape: Sequence[int]):
         kernel_path, vectors = own_params(module, flat_y.shape[-1])
         positions = flat_y.shape[1:3] if flat_y.ndim == 4 else (math.prod(flat_y.shape[1:-1]), 1)
         layers.append(dict(path="/".join(module.path), in_channels=flat_x.shape[-1], out_channels=flat_y.shape[-1],
-                           out_hw=tuple(positions), kernel_path=kernel_path, vectors=vectors,
+                           out_hw=tuple(positions), kernel_path=kernel_path, vectors=vectors, out_axes=n_out,
                            **describe(module, flat_x, flat_y)))
         if open_attentions and tuple(module.path[:-1]) == open_attentions[-1]["at"] and module.path[-1] in ATTENTION_ROLES:
             open_attentions[-1]["roles"][module.path[-1]] = index
