@@ -204,6 +204,8 @@ def test_prune_train_search_export_train_and_fuse_commands_on_an_nnx_vit(tmp_pat
                  "--config.pruning.report_widths=(0.5, 1.0)", "--config.batch_size=16", "--config.width=1.0"]
     assert main(["prune", "train", "--config", "experiments/configs/prune_nnx_vit_digits.py", "--workdir",
                  str(workdir), *overrides]) == 0
+    assert main(["train", "--config", "experiments/configs/prune_nnx_vit_digits.py", "--workdir",  # from scratch
+                 str(tmp_path / "scratch"), *overrides[:5], "--config.num_steps=1", "--config.batch_size=16"]) == 0
     assert main(["prune", "search", "--workdir", str(workdir), "--method", "random", "--budget", "flops=0.5",
                  *SEARCH]) == 0
     best = workdir / "search" / "random" / "best.json"

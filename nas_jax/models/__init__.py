@@ -26,7 +26,7 @@ MODELS = {
 def create_model(name: str, **kwargs):
     """A zoo model by name, e.g. ``create_model("resnet18", block="dbb", num_classes=10)``,
     or a user's model by ``package.module:function`` (``nas_jax.models.custom``; its
-    ``model_kwargs``, block plain, width 1)."""
+    ``model_kwargs``, block plain, width 1; ``image_size``: the side its contract is checked on)."""
     if is_custom(name):
         block, width, dtype = kwargs.get("block", "plain"), kwargs.get("width", 1.0), kwargs.get("dtype")
         if width != 1.0:
@@ -35,7 +35,8 @@ def create_model(name: str, **kwargs):
         if dtype is not None and dtype != "float32":
             raise ValueError(f"model {name}: dtype={dtype} applies to zoo models only; set the compute dtype "
                              "inside a user model (and --config.dtype=float32)")
-        spec = CustomSpec(name, kwargs["num_classes"], model_kwargs=tuple(sorted(kwargs.get("model_kwargs", {}).items())))
+        spec = CustomSpec(name, kwargs["num_classes"], kwargs.get("image_size") or 224,
+                          tuple(sorted(kwargs.get("model_kwargs", {}).items())))
         return spec.model(block)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; the zoo has {sorted(MODELS)}")

@@ -52,7 +52,8 @@ def pipeline_from_config(config, split: str) -> Pipeline:
 def model_from_config(config, num_classes: int):
     """The zoo model of ``config``, or its user model (``package.module:function``,
     called with ``config.model_kwargs``)."""
-    extra = {"model_kwargs": dict(config.get("model_kwargs", {}))} if is_custom(config.model) else {}
+    extra = ({"model_kwargs": dict(config.get("model_kwargs", {})), "image_size": config.image_size}
+             if is_custom(config.model) else {})
     return create_model(config.model, block=config.block, num_classes=num_classes, width=config.width,
                         dtype=jnp.dtype(config.dtype), **extra)
 
