@@ -40,7 +40,8 @@ def test_accuracy(workdir: str, init_from: str, steps: int, data: list, config_p
     config = config_path or os.path.join(REPO, "experiments", "configs", "train_digits.py")
     source = [f"--config.init_from={init_from}"] if init_from else []
     run(["train", "--config", config, "--workdir", workdir, *source, f"--config.num_steps={steps}",
-         "--config.eval_split=test", f"--config.eval_every={steps}", *[a for a in data if "checkpoint" not in a]])
+         "--config.eval_split=test", f"--config.eval_every={steps}",
+         *[a for a in data if "checkpoint" not in a and (config_path or "pruning" not in a)]])
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     return [r for r in rows if r.get("split") == "test"][-1]["accuracy"]
 
@@ -72,7 +73,11 @@ def one_model(name: str, workdir: str, finetune_steps: int, dataset: str) -> dic
         full = network_cost(task.graph, full_channels(task.graph))["flops"]
         ratio = max(r for r in task.grid.ratios if network_cost(
             task.graph, group_channels(task.graph, uniform_ratios(task.graph, r)))["flops"] <= 0.5 * full)
-        save_widths(os.path.join(work, "uniform.json"), task.graph, uniform_ratios(task.graph, ratio))
+        ratios = uniform_ratios(task.graph, ratio)
+        for g, group in enumerate(task.graph.groups):  # whole attention heads
+            heads = group.channels // group.unit
+            ratios[g] = max(1, round(ratios[g] * heads)) / heads if group.unit > 1 else ratios[g]
+        save_widths(os.path.join(work, "uniform.json"), task.graph, ratios)
         run(["prune", "export", "--workdir", work, "--widths", os.path.join(work, "uniform.json"), "--out", uniform])
     scratch_steps = load_config(config_path).num_steps + finetune_steps
     searched = json.load(open(best))
