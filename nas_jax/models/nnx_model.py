@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, traverse_util
 
 COLLECTION_OF = ((nnx.BatchStat, "batch_stats"), (nnx.Param, "params"))  # BatchStat before Param: no overlap
 Shapes = Tuple[Tuple[str, Tuple[int, ...]], ...]  # ((variable path without collection, shape), ...)
@@ -359,21 +359,11 @@ def to_nnx(model: NNXModel, variables) -> nnx.Module:
     module = build(model.function, model.num_classes, dict(model.model_kwargs), nnx.Rngs(0), model.shapes,
                    model.name_)
     flat = {tuple(path): value for collection in variables.values()
-            for path, value in _flatten(collection).items()}
+            for path, value in traverse_util.flatten_dict(collection).items()}
     for path, variable in graph_items(module)[1]:
         if collection_of(variable) is not None:
             variable.set_value(jnp.asarray(flat[path]))
     return module
-
-
-def _flatten(tree, prefix=()) -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, prefix + (str(key),)))
-        else:
-            out[prefix + (str(key),)] = value
-    return out
 
 
 def save_nnx(directory: str, module: nnx.Module) -> None:
