@@ -4,14 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from helpers import randomize
 from nas_jax.common import RUN_ONCE_COMPILER_OPTIONS
 from nas_jax.models import create_model
 from nas_jax.rep.fuse import deploy_form, fuse_params
-from nas_jax.repnas.searchable import branch_weights_collection, find_searchable_layers, static_branch_mask
+from nas_jax.repnas.searchable import OUTPUT_SCALES, branch_weights_collection, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget, gumbel_rank, kept_mask, straight_through
-from nas_jax.repnas.task import RepNASTask, SearchSchedule, SearchStability, alpha_optimizer, resolve_branch_compute
+from nas_jax.repnas.task import (RepNASTask, SearchSchedule, SearchStability, alpha_gradient_t, alpha_optimizer,
+                                resolve_branch_compute)
 from repnas_helpers import TinyNet
 
 
@@ -110,6 +112,55 @@ def test_straight_through_gradients_reach_the_kept_alphas_only(branch_compute):
     # update_extra, given the loss's key, counts that same mask (a search step: step >= random_steps)
     updated = jax.jit(task.update_extra)(extra, {"alphas": grad_alphas}, jnp.asarray(2), rng)
     np.testing.assert_array_equal(updated["kept_steps"], mask)
+    np.testing.assert_array_equal(updated["alpha_grad_sum"], grad_alphas)
+    np.testing.assert_allclose(updated["alpha_grad_sq_sum"], np.asarray(grad_alphas) ** 2, rtol=1e-6)
+
+
+def test_a_kept_alphas_gradient_is_its_branch_output_scale_gradient():
+    """Why the alphas learn little: a kept branch's alpha gradient is sigmoid'(rank) times
+    sum(gamma * dL/dgamma + beta * dL/dbeta) of the branch's last BatchNorm, the gradient
+    the weights' own optimiser already follows (and drives to zero mean)."""
+    task = _task(branch_compute="dense")
+    batch = {"image": jax.random.normal(jax.random.key(3), (4, 16, 16, 3)), "label": jnp.arange(4) % 10}
+    v = _run_once(lambda key: task.init(key, batch), jax.random.key(0))
+    params = randomize(v["params"], seed=5)
+    extra = {**v["extra"], "alphas": jax.random.normal(jax.random.key(4), (3, 6))}
+    rng = jax.random.key(7)
+    mask, _ = task.step_sample(extra, rng)
+
+    def loss(params, alphas):
+        return task.loss(params, {**extra, "alphas": alphas}, v["batch_stats"], batch, rng, True)[0]
+
+    with jax.default_matmul_precision("highest"):
+        grad_params, grad_alphas = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, extra["alphas"])
+    rank = gumbel_rank(extra["alphas"], rng)  # the paper's sampling: fresh noise from the step's key
+    slope = jax.nn.sigmoid(rank) * (1 - jax.nn.sigmoid(rank))
+    checked = 0
+    for row, layer in enumerate(task.layers):
+        for column, bn in enumerate(OUTPUT_SCALES["exact"]):
+            if not mask[row, column]:
+                continue
+            p, g = (tree[layer.path] for tree in (params, grad_params))
+            for part in bn.split("/"):
+                p, g = p[part], g[part]
+            scale_gradient = float(jnp.sum(p["scale"] * g["scale"] + p["bias"] * g["bias"]))
+            np.testing.assert_allclose(grad_alphas[row, column], slope[row, column] * scale_gradient,
+                                       rtol=1e-4, atol=1e-7)
+            checked += 1
+    assert checked == int(mask.sum()) > 3
+
+
+def test_alpha_gradient_t_is_the_one_sample_t_statistic_over_kept_steps():
+    grads = np.random.default_rng(0).normal(0.3, 1.0, (9, 2, 6)).astype(np.float32)
+    kept = np.ones((9, 2, 6), np.float32)
+    kept[:, 1, 3] = 0  # never kept: no statistic
+    kept[:3, 0, 0] = 0  # kept in 6 of 9 steps: the statistic of those 6
+    extra = {"kept_steps": kept.sum(0), "alpha_grad_sum": (kept * grads).sum(0),
+             "alpha_grad_sq_sum": (kept * grads ** 2).sum(0)}
+    t = alpha_gradient_t(extra)
+    assert np.isnan(t[1, 3]) and np.isfinite(np.delete(t.reshape(-1), 9)).all()
+    np.testing.assert_allclose(t[0, 0], stats.ttest_1samp(grads[3:, 0, 0], 0.0).statistic, rtol=1e-4)
+    np.testing.assert_allclose(t[1, 5], stats.ttest_1samp(grads[:, 1, 5], 0.0).statistic, rtol=1e-4)
 
 
 def test_dynamic_mask_equals_static_mask_and_dense_including_empty_layers():

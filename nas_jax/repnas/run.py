@@ -4,7 +4,9 @@ then leave in the work directory:
 * ``genotype.json`` (see ``nas_jax.repnas.genotype``);
 * ``alphas.png`` (the learnt alphas, kept branches marked) and ``mask_frequency.png``
   (the fraction of phase-2 steps in which each branch was kept), ``mask_trace.png`` (the
-  noise-free mask's snapshots over phase 2 and how many branches changed between them);
+  noise-free mask's snapshots over phase 2 and how many branches changed between them),
+  ``alpha_gradient_t.png`` (each alpha's gradient t statistic over the search,
+  ``nas_jax.repnas.task.alpha_gradient_t``);
 * ``deploy/`` (orbax, ``{'params'}`` of ``block='deploy'``) and ``deploy.json``;
 * ``report.json``: test accuracy of the trained network (the fixed sub-network before
   fusion) and of the fused one, their largest logit difference, parameter counts,
@@ -35,7 +37,8 @@ from nas_jax.rep.kinds import SEARCHABLE_KINDS
 from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, plot_mask_trace, write_genotype
 from nas_jax.repnas.searchable import SearchableLayer, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget
-from nas_jax.repnas.task import RepNASTask, SearchSchedule, SearchStability, alpha_optimizer, fixed_phase_start
+from nas_jax.repnas.task import (RepNASTask, SearchSchedule, SearchStability, alpha_gradient_t, alpha_optimizer,
+                                fixed_phase_start)
 from nas_jax.train.checkpoint import Restored, save_deploy
 from nas_jax.train.loop import train
 from nas_jax.train.run import Run, total_steps
@@ -180,6 +183,8 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
                  mask, "kept fraction")
     plot_mask_trace(os.path.join(workdir, "mask_trace.png"), extra["mask_trace"], task.layers,
                     schedule.random_steps, schedule.fix_step)
+    plot_heatmap(os.path.join(workdir, "alpha_gradient_t.png"), alpha_gradient_t(extra), task.layers,
+                 "t statistic of each alpha's gradient over the steps that kept its branch", mask, "t")
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     eval_data = run.pipeline(config.repnas.test_split)
     settings = {"model": config.model, "width": config.width, "dtype": config.dtype}
@@ -187,8 +192,26 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
                            config.eval_batch_size, extra["alphas"], {
         "steps": step, "random_steps": schedule.random_steps, "search_steps": schedule.search_steps,
         "fix_step": schedule.fix_step, "kept_ratio": config.repnas.kept_ratio, "budget": config.repnas.budget,
-        "fixed_mask": config.repnas.fixed_mask,
+        "fixed_mask": config.repnas.fixed_mask, "alpha_gradient": gradient_summary(extra),
         "wall_s": time.perf_counter() - start})
+
+
+def gradient_summary(extra) -> Dict:
+    """How much of the alphas' training signal is signal. Each branch with a t statistic
+    (``alpha_gradient_t``) gets a two-sided p-value (Student's t, ``kept_steps - 1``
+    degrees of freedom); were every gradient pure noise, 5% of them would fall below
+    0.05, and ``binomial_p`` is the chance of at least as many by noise alone."""
+    from scipy import stats
+
+    t = alpha_gradient_t(extra)
+    tested = np.isfinite(t)
+    n = np.asarray(extra["kept_steps"], np.float64)[tested]
+    p = 2.0 * stats.t.sf(np.abs(t[tested]), n - 1.0)
+    significant = int(np.sum(p < 0.05))
+    return {"branches_tested": int(tested.sum()), "significant_at_0.05": significant,
+            "fraction_significant": float(significant / max(tested.sum(), 1)), "under_pure_noise": 0.05,
+            "binomial_p": float(stats.binomtest(significant, int(tested.sum()), 0.05, "greater").pvalue)
+            if tested.any() else None}
 
 
 def summary(report: Dict, workdir: str) -> str:
@@ -202,4 +225,4 @@ def summary(report: Dict, workdir: str) -> str:
         f"  deploy params {report['deploy_params']:,} (plain conv-BN network {report['plain_params']:,}); "
         f"wall {report.get('wall_s', 0.0):.0f} s",
         f"  files in {os.path.abspath(workdir)}: report.json, genotype.json, alphas.png, mask_frequency.png, "
-        f"mask_trace.png, deploy/, metrics.jsonl, training_curve.png"])
+        f"mask_trace.png, alpha_gradient_t.png, deploy/, metrics.jsonl, training_curve.png"])

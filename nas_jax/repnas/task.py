@@ -23,7 +23,11 @@ The task's own state, ``TrainState.extra`` (checkpointed with the rest):
   snapshots (snapshot ``s`` is the mask after the last search step of the ``s``-th of
   ``S`` equal parts of the phase);
 * ``noise`` f32 ``[L, 6]``: the slowly refreshed Gumbel noise ``g1 - g2`` (unused
-  with a noise lifetime of 1).
+  with a noise lifetime of 1);
+* ``alpha_grad_sum``, ``alpha_grad_sq_sum`` f32 ``[L, 6]``: the sum and the sum of squares
+  of each alpha's loss gradient over the phase-2 steps that kept its branch (a masked
+  branch is not computed, so its alpha gets no gradient): ``alpha_gradient_t`` turns them
+  into a t statistic, whether the gradient that trains an alpha has a sign at all.
 
 Three settings make the supernet learn (``SearchStability``; measured in the README, the
 paper's behaviour is ``SearchStability.paper()``):
@@ -216,7 +220,8 @@ class RepNASTask(Task):
         extra = {"alphas": alphas, "alpha_opt": self.alpha_tx.init(alphas),
                  "kept_steps": jnp.zeros(shape, jnp.float32), "search_steps": jnp.zeros((), jnp.float32),
                  "mask_trace": jnp.zeros((self.schedule.trace_snapshots, *shape), jnp.float32),
-                 "noise": gumbel_rank(jnp.zeros_like(alphas), jax.random.fold_in(rng, 1))}
+                 "noise": gumbel_rank(jnp.zeros_like(alphas), jax.random.fold_in(rng, 1)),
+                 "alpha_grad_sum": jnp.zeros(shape, jnp.float32), "alpha_grad_sq_sum": jnp.zeros(shape, jnp.float32)}
         return {"params": params, "batch_stats": variables["batch_stats"], "extra": extra}
 
     # -- masks ----------------------------------------------------------------------------
@@ -288,10 +293,29 @@ class RepNASTask(Task):
         fresh_key, refresh_key = jax.random.split(jax.random.fold_in(rng, 1))
         refresh = jax.random.bernoulli(refresh_key, 1.0 / self.stability.noise_lifetime, alphas.shape)
         noise = jnp.where(refresh, gumbel_rank(jnp.zeros_like(alphas), fresh_key), extra["noise"])
+        counted = searching * mask
+        grad = extra_grads["alphas"]
         return {**extra, "alphas": alphas, "mask_trace": keep_old(trace, extra["mask_trace"]),
                 "alpha_opt": jax.tree.map(keep_old, alpha_opt, extra["alpha_opt"]),
-                "kept_steps": extra["kept_steps"] + searching * mask,
-                "search_steps": extra["search_steps"] + searching, "noise": noise}
+                "kept_steps": extra["kept_steps"] + counted,
+                "search_steps": extra["search_steps"] + searching, "noise": noise,
+                "alpha_grad_sum": extra["alpha_grad_sum"] + counted * grad,
+                "alpha_grad_sq_sum": extra["alpha_grad_sq_sum"] + counted * grad * grad}
+
+
+def alpha_gradient_t(extra, min_steps: int = 4) -> np.ndarray:
+    """``[L, 6]`` float64: each alpha's mean phase-2 gradient over the steps that kept its
+    branch divided by its standard error (a one-sample t statistic; NaN for a branch kept
+    in fewer than ``min_steps`` steps). An alpha can only learn what its gradient's sign
+    says consistently (``nas_jax.repnas.run.gradient_summary`` tests that)."""
+    n = np.asarray(extra["kept_steps"], np.float64)
+    total = np.asarray(extra["alpha_grad_sum"], np.float64)
+    squares = np.asarray(extra["alpha_grad_sq_sum"], np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = total / n
+        variance = (squares - n * mean * mean) / (n - 1)
+        t = mean / np.sqrt(np.maximum(variance, 0.0) / n)
+    return np.where(n >= min_steps, t, np.nan)
 
 
 def fixed_phase_start(state):
