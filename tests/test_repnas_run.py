@@ -27,6 +27,7 @@ from nas_jax.train import create_mesh, create_optimizer, create_train_state, def
 from nas_jax.train.config import apply_overrides
 from nas_jax.train.loop import train
 from nas_jax.train.run import Run, example_batch, pipeline_from_config
+from nas_jax.train.task import ClassificationTask
 from nas_jax.train.metrics import read_metrics
 from repnas_helpers import TinyNet
 
@@ -196,6 +197,8 @@ def steps_in(workdir, directory):
     (["--config.repnas.search_epochs=20.0"], "needs at least one step"),
     (["--config.block=dbb"], "a RepNAS config needs block in"),
     (["--config.block=repnas_online", "--config.repnas.branch_compute=cond"], "an online supernet"),
+    (["--config.repnas.fixed_start=pretrained"], "choose one of ('search', 'scratch')"),
+    (["--config.repnas.fixed_mask=/no/such/genotype.json"], "nor an existing genotype.json file"),
 ])
 def test_bad_settings_fail_before_training(tmp_path, capsys, overrides, message):
     config = os.path.join(REPO, "experiments", "configs", "repnas_digits.py")
@@ -203,6 +206,18 @@ def test_bad_settings_fail_before_training(tmp_path, capsys, overrides, message)
     assert message in capsys.readouterr().err
     assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints"))
     assert not os.path.exists(os.path.join(str(tmp_path), "search_checkpoints"))
+
+
+def test_a_genotype_file_of_another_model_fails_before_training(tmp_path, capsys):
+    genotype_path = str(tmp_path / "other.json")
+    with open(genotype_path, "w") as f:
+        json.dump({"layers": [{"path": "stem/conv", "kept": ["conv3x3"]}]}, f)
+    config = os.path.join(REPO, "experiments", "configs", "repnas_digits.py")
+    workdir = str(tmp_path / "run")
+    assert cli.main(["repnas", "--config", config, "--workdir", workdir,
+                     f"--config.repnas.fixed_mask={genotype_path}"]) == 2
+    assert "its layers do not match the model's" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(workdir, "search_checkpoints"))
 
 
 def test_backbone_without_searchable_layer_fails_before_training(tmp_path):
@@ -316,3 +331,26 @@ def test_a_random_mask_baseline_trains_the_mask_of_its_seed(uninterrupted_workdi
     assert report["kept_branches"] == int(expected.sum()) == int(3 * 6 * 0.5)
     assert report["fixed_mask"] == "random"
     assert not np.array_equal(task.random_mask(0), task.random_mask(7))
+
+
+def test_scratch_trains_a_genotype_files_mask_from_a_fresh_start_without_a_search(uninterrupted_workdir, tmp_path):
+    """``fixed_mask=<genotype.json>, fixed_start='scratch'``: no search phase, and the whole
+    schedule is the fixed sub-network trained from its own initialisation, as the plain
+    training loop trains that sub-network."""
+    genotype_path = os.path.join(uninterrupted_workdir, "genotype.json")
+    config = tiny_config(fixed_mask=genotype_path, fixed_start="scratch")
+    report = search(config, str(tmp_path / "scratch"), model=TinyNet(), progress_bar=False)
+    assert not os.path.exists(str(tmp_path / "scratch" / "search_checkpoints"))
+    assert report["fixed_start"] == "scratch" and "alpha_gradient" not in report
+    task = build_task(config, pipeline_from_config(config, config.train_split), TinyNet())
+    mask = read_genotype_mask(genotype_path, task.paths)
+    np.testing.assert_array_equal(read_genotype_mask(str(tmp_path / "scratch" / "genotype.json"), task.paths), mask)
+
+    reference = str(tmp_path / "reference")
+    train(Run(config, reference, job="repnas"), ClassificationTask(task.fixed_model(mask), config.label_smoothing),
+          progress_bar=False)
+    losses = {r["step"]: r["loss"] for r in read_metrics(str(tmp_path / "scratch")) if r["split"] == "train"}
+    assert sorted(losses) == list(range(1, TOTAL_STEPS + 1))
+    assert losses == {r["step"]: r["loss"] for r in read_metrics(reference) if r["split"] == "train"}
+    inherited = {r["step"]: r["loss"] for r in read_metrics(uninterrupted_workdir) if r["split"] == "train"}
+    assert losses[TOTAL_STEPS] != inherited[TOTAL_STEPS]

@@ -27,10 +27,16 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
       ``branch_scale_init`` (-1: 0 for the exact block, 1 for the online one). Defaults
       48 / 0.05 / -1 make the supernet learn (README, "Does each search search?"); the
       paper's behaviour is 1 / 1.0 / 1.0;
-    fixed_mask: 'searched' (the noise-free top-k of the alphas, the method) or 'random' (a
+    fixed_mask: 'searched' (the noise-free top-k of the alphas, the method), 'random' (a
       random mask under the same budget: the baseline a search must beat;
-      experiments/search_sanity.py); random_mask_seed: the seed that mask is drawn from
-      (-1: the config's seed; another value varies the mask alone);
+      experiments/search_sanity.py) or the path of a ``genotype.json`` (another run's mask);
+      random_mask_seed: the seed that mask is drawn from (-1: the config's seed; another
+      value varies the mask alone);
+    fixed_start: 'search' (the paper: the fixed sub-network starts from the search's weights
+      at the fix step and trains to the end of the schedule) or 'scratch' (the usual NAS
+      evaluation: the fixed sub-network trains the whole schedule from a fresh
+      initialisation, every branch at full scale; the search phase runs only for
+      ``fixed_mask='searched'``);
     test_split: the split the final report evaluates.
     """
     r = ml_collections.ConfigDict()
@@ -39,7 +45,7 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
     r.alpha_learning_rate, r.alpha_b1, r.alpha_b2, r.alpha_weight_decay = 1e-4, 0.5, 0.999, 5e-4
     r.branch_compute = "auto"
     r.noise_lifetime, r.noise_final, r.branch_scale_init = 48, 0.05, -1.0
-    r.fixed_mask, r.random_mask_seed = "searched", -1
+    r.fixed_mask, r.random_mask_seed, r.fixed_start = "searched", -1, "search"
     r.test_split = "test"
     for key, value in overrides.items():
         if key not in r:

@@ -34,7 +34,7 @@ from nas_jax.data import Pipeline
 from nas_jax.models import create_model
 from nas_jax.rep.fuse import deploy_form, fuse_params
 from nas_jax.rep.kinds import SEARCHABLE_KINDS
-from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, plot_mask_trace, write_genotype
+from nas_jax.repnas.genotype import GENOTYPE_FILE, plot_heatmap, plot_mask_trace, read_genotype_mask, write_genotype
 from nas_jax.repnas.searchable import SearchableLayer, find_searchable_layers, static_branch_mask
 from nas_jax.repnas.masks import BranchBudget
 from nas_jax.repnas.task import (RepNASTask, SearchSchedule, SearchStability, alpha_gradient_t, alpha_optimizer,
@@ -48,6 +48,7 @@ from nas_jax.train.step import create_mesh, data_sharding, replicated, shard_bat
 REPORT_FILE = "report.json"
 SEARCH_CHECKPOINT_DIR = "search_checkpoints"
 FIXED_MASKS = ("searched", "random")
+FIXED_STARTS = ("search", "scratch")
 
 
 def supernet_model(config, num_classes: int):
@@ -66,10 +67,15 @@ def build_task(config: ml_collections.ConfigDict, train_data: Pipeline, model=No
     if "repnas" not in config:
         raise ValueError("config has no 'repnas' section: not a RepNAS config")
     r = config.repnas
-    if r.fixed_mask not in FIXED_MASKS:
-        raise ValueError(f"repnas.fixed_mask={r.fixed_mask!r}; choose one of {FIXED_MASKS}")
+    if r.fixed_mask not in FIXED_MASKS and not os.path.isfile(r.fixed_mask):
+        raise ValueError(f"repnas.fixed_mask={r.fixed_mask!r}: neither one of {FIXED_MASKS} nor an existing "
+                         "genotype.json file")
+    if r.fixed_start not in FIXED_STARTS:
+        raise ValueError(f"repnas.fixed_start={r.fixed_start!r}; choose one of {FIXED_STARTS}")
     model = model or supernet_model(config, train_data.num_classes)
     layers = find_searchable_layers(model, (1,) + tuple(train_data.image_shape))
+    if r.fixed_mask not in FIXED_MASKS:  # a genotype file: its layers must be this model's
+        read_genotype_mask(r.fixed_mask, [layer.path for layer in layers])
     costs = np.stack([layer.branch_macs() for layer in layers])
     budget = BranchBudget(len(layers), r.kept_ratio, r.budget, r.per_layer_cap, costs)
     steps_per_epoch = train_data.num_examples // config.batch_size
@@ -152,29 +158,60 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
 
     Two runs of the training loop share the schedule: the search (``SEARCH_CHECKPOINT_DIR``)
     to ``fix_step``, then the fixed sub-network (``checkpoints/``), a plain supervised
-    task started from the search's last state (``fixed_phase_start``)."""
+    task started from the search's last state (``fixed_phase_start``), or with
+    ``repnas.fixed_start='scratch'`` trained the whole schedule from a fresh initialisation
+    (the search skipped when the mask does not come from it)."""
     start = time.perf_counter()
     run = Run(config, workdir, job="repnas")
     task = build_task(config, run.train_data, model)
-    schedule = task.schedule
-    searched = train(run, task, until=schedule.fix_step, checkpoint_dir=SEARCH_CHECKPOINT_DIR,
-                     stop_at_step=stop_at_step, progress_bar=progress_bar)
-    if int(jax.device_get(searched.step)) < schedule.fix_step:
-        return None
-    extra = jax.device_get(searched.extra)
-    r = config.repnas
-    mask = task.fixed_mask(extra) if r.fixed_mask == "searched" else task.random_mask(
-        config.seed if r.random_mask_seed < 0 else r.random_mask_seed)
+    schedule, r = task.schedule, config.repnas
+    extra = None
+    if r.fixed_mask == "searched" or r.fixed_start == "search":
+        searched = train(run, task, until=schedule.fix_step, checkpoint_dir=SEARCH_CHECKPOINT_DIR,
+                         stop_at_step=stop_at_step, progress_bar=progress_bar)
+        if int(jax.device_get(searched.step)) < schedule.fix_step:
+            return None
+        extra = jax.device_get(searched.extra)
+    mask = chosen_mask(config, task, extra)
     fixed_task = ClassificationTask(task.fixed_model(mask), config.label_smoothing)
 
     def from_search() -> Restored:
         restored = run.latest_checkpoint(task, SEARCH_CHECKPOINT_DIR)
         return restored._replace(state=fixed_phase_start(restored.state))
 
-    state = train(run, fixed_task, start_from=from_search, stop_at_step=stop_at_step, progress_bar=progress_bar)
+    state = train(run, fixed_task, start_from=from_search if r.fixed_start == "search" else None,
+                  stop_at_step=stop_at_step, progress_bar=progress_bar)
     step = int(jax.device_get(state.step))
     if step < schedule.total_steps:
         return None
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    eval_data = run.pipeline(r.test_split)
+    settings = {"model": config.model, "width": config.width, "dtype": config.dtype}
+    report = {"steps": step, "random_steps": schedule.random_steps, "search_steps": schedule.search_steps,
+              "fix_step": schedule.fix_step, "kept_ratio": r.kept_ratio, "budget": r.budget,
+              "fixed_mask": r.fixed_mask, "fixed_start": r.fixed_start}
+    if extra is not None:
+        plot_search(workdir, config, task, extra, mask)
+        report["alpha_gradient"] = gradient_summary(extra)
+    report["wall_s"] = time.perf_counter() - start
+    return fuse_and_report(task.model, task.layers, variables, mask, settings, workdir, eval_data,
+                           config.eval_batch_size, None if extra is None else extra["alphas"], report)
+
+
+def chosen_mask(config, task: RepNASTask, extra) -> np.ndarray:
+    """The bool ``[L, 6]`` mask the fixed phase trains (``repnas.fixed_mask``): the searched
+    top-k of ``extra``'s alphas, a random one under the same budget, or a genotype file's."""
+    r = config.repnas
+    if r.fixed_mask == "searched":
+        return task.fixed_mask(extra)
+    if r.fixed_mask == "random":
+        return task.random_mask(config.seed if r.random_mask_seed < 0 else r.random_mask_seed)
+    return read_genotype_mask(r.fixed_mask, task.paths)
+
+
+def plot_search(workdir: str, config, task: RepNASTask, extra, mask) -> None:
+    """The search's pictures: alphas, kept fraction, mask trace, alpha gradient t."""
+    schedule = task.schedule
     plot_heatmap(os.path.join(workdir, "alphas.png"), extra["alphas"], task.layers,
                  f"{config.model}: alphas after {schedule.search_steps} search steps", mask, "alpha")
     frequency = extra["kept_steps"] / max(float(extra["search_steps"]), 1.0)
@@ -185,15 +222,6 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
                     schedule.random_steps, schedule.fix_step)
     plot_heatmap(os.path.join(workdir, "alpha_gradient_t.png"), alpha_gradient_t(extra), task.layers,
                  "t statistic of each alpha's gradient over the steps that kept its branch", mask, "t")
-    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    eval_data = run.pipeline(config.repnas.test_split)
-    settings = {"model": config.model, "width": config.width, "dtype": config.dtype}
-    return fuse_and_report(task.model, task.layers, variables, mask, settings, workdir, eval_data,
-                           config.eval_batch_size, extra["alphas"], {
-        "steps": step, "random_steps": schedule.random_steps, "search_steps": schedule.search_steps,
-        "fix_step": schedule.fix_step, "kept_ratio": config.repnas.kept_ratio, "budget": config.repnas.budget,
-        "fixed_mask": config.repnas.fixed_mask, "alpha_gradient": gradient_summary(extra),
-        "wall_s": time.perf_counter() - start})
 
 
 def gradient_summary(extra) -> Dict:
