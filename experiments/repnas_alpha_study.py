@@ -25,7 +25,7 @@ Spearman's rho within layers between the alphas and the branches' learnt output 
 the fix step, and the kept branches per primitive.
 
     python experiments/repnas_alpha_study.py                      # digits, ~45 min on 2 cores
-    python experiments/repnas_alpha_study.py --mode full --budgets global --seeds 3  # MNIST
+    python experiments/repnas_alpha_study.py --mode full --budgets global --seeds 10  # MNIST, ~50 min
 
 Writes ``experiments/results/repnas_alpha_study_{digits,mnist}.md`` and ``.json``; reruns
 reuse finished runs under ``--workdir``.
@@ -107,7 +107,7 @@ def one_seed(mode: str, budget: str, seed: int, workdir: str) -> dict:
             "alpha_gradient": searched["alpha_gradient"]}
 
 
-def markdown(rows: dict, seeds, mode: str) -> str:
+def markdown(rows: dict, seeds, mode: str, command: str) -> str:
     dataset = MODES[mode]["dataset"]
     lines = [f"# RepNAS on {dataset}: what the alphas learn, global top-k vs two branches per layer", "",
              f"ResNet-18 x0.25, `experiments/configs/repnas_digits.py` ({mode} mode of "
@@ -142,7 +142,7 @@ def markdown(rows: dict, seeds, mode: str) -> str:
         counts = [f"{sum(r['searched_genotype']['kept_per_primitive'][name] for r in runs)} / "
                   f"{sum(r['random_genotype']['kept_per_primitive'][name] for r in runs)}" for name in PRIMITIVES]
         lines.append(f"| {budget} | " + " | ".join(counts) + " |")
-    lines += ["", f"Command: `python experiments/repnas_alpha_study.py --mode {mode}`", ""]
+    lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
 
 
@@ -163,7 +163,9 @@ def main(argv=None) -> int:
     rows = {budget: [one_seed(args.mode, budget, seed, workdir) for seed in range(seeds[budget])]
             for budget in args.budgets}
     dataset = MODES[args.mode]["dataset"]
-    write_results(os.path.join(RESULTS, f"repnas_alpha_study_{dataset}.md"), markdown(rows, seeds, args.mode),
+    command = " ".join(["python experiments/repnas_alpha_study.py", "--mode", args.mode, "--budgets", *args.budgets,
+                        "--seeds", *map(str, counts)])
+    write_results(os.path.join(RESULTS, f"repnas_alpha_study_{dataset}.md"), markdown(rows, seeds, args.mode, command),
                   {"seeds": seeds, "dataset": dataset, "rows": rows})
     return 0
 
