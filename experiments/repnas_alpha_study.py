@@ -47,6 +47,7 @@ from results_io import mean_std, write_results  # noqa: E402
 from search_sanity import MODES, RESULTS, log, random_mask_job, repnas_config, repnas_job  # noqa: E402
 
 from nas_jax.rep.blocks import PRIMITIVES  # noqa: E402
+from nas_jax.repnas.genotype import GENOTYPE_FILE  # noqa: E402
 from nas_jax.repnas.run import SEARCH_CHECKPOINT_DIR  # noqa: E402
 from nas_jax.repnas.searchable import OUTPUT_SCALES  # noqa: E402
 from nas_jax.train.config import apply_overrides  # noqa: E402
@@ -54,11 +55,15 @@ from nas_jax.train.config import apply_overrides  # noqa: E402
 BUDGETS = {"global": [], "cap2": ["--config.repnas.per_layer_cap=2"]}
 
 
-def genotype_figures(directory: str) -> dict:
+def genotype_layers(directory: str) -> list:
+    """The ``layers`` rows of ``directory``'s ``genotype.json``."""
+    with open(os.path.join(directory, GENOTYPE_FILE)) as f:
+        return json.load(f)["layers"]
+
+
+def genotype_figures(layers: list) -> dict:
     """Empty layers, kept branches per primitive and the alphas' between-layer share of
-    variance, from ``genotype.json``."""
-    with open(os.path.join(directory, "genotype.json")) as f:
-        layers = json.load(f)["layers"]
+    variance, from a genotype's ``layers`` rows."""
     alphas = np.array([layer["alphas"] for layer in layers], np.float64)
     centred = alphas - alphas.mean()
     between = alphas.shape[1] * np.sum((alphas.mean(axis=1) - alphas.mean()) ** 2)
@@ -67,15 +72,14 @@ def genotype_figures(directory: str) -> dict:
             "between_layer_share": float(between / max(np.sum(centred ** 2), 1e-30))}
 
 
-def alpha_scale_rank(directory: str, fix_step: int) -> float:
-    """Spearman's rho, within layers, between each branch's alpha and the RMS of its output
-    scale (its last BatchNorm's gamma) at the fix step, over the branches kept in at least 4
-    search steps: do the alphas rank branches as the network's own weights do?"""
+def alpha_scale_rank(layers: list, directory: str, fix_step: int) -> float:
+    """Spearman's rho, within layers, between each branch's alpha (the genotype's ``layers``
+    rows) and the RMS of its output scale (its last BatchNorm's gamma) at the fix step in
+    ``directory``'s search checkpoint, over the branches kept in at least 4 search steps: do
+    the alphas rank branches as the network's own weights do?"""
     with ocp.StandardCheckpointer() as checkpointer:
         state = checkpointer.restore(os.path.join(directory, SEARCH_CHECKPOINT_DIR, str(fix_step), "state"))
     params = traverse_util.flatten_dict(state["params"], sep="/")
-    with open(os.path.join(directory, "genotype.json")) as f:
-        layers = json.load(f)["layers"]
     alphas = np.array([layer["alphas"] for layer in layers], np.float64)
     scales = np.array([[np.sqrt(np.mean(np.square(params[f"{layer['path']}/{where}/scale"])))
                         for where in OUTPUT_SCALES["exact"]] for layer in layers])
@@ -93,17 +97,19 @@ def one_seed(mode: str, budget: str, seed: int, workdir: str) -> dict:
     log(f"{budget} seed {seed}: random mask")
     random = random_mask_job(config, searched_dir, random_dir)
     scratch = {}
-    for name, mask in (("searched", os.path.join(searched_dir, "genotype.json")), ("random", "random")):
+    for name, mask in (("searched", os.path.join(searched_dir, GENOTYPE_FILE)), ("random", "random")):
         log(f"{budget} seed {seed}: {name} mask from scratch")
         scratch[name] = repnas_job(apply_overrides(config, [f"--config.repnas.fixed_mask={mask}",
                                                             "--config.repnas.fixed_start=scratch"]),
                                    os.path.join(workdir, f"{budget}_{name}_scratch_{seed}"))
+    searched_layers = genotype_layers(searched_dir)
     return {"seed": seed,
             "searched": searched["fused_test_accuracy"], "random": random["fused_test_accuracy"],
             "searched_scratch": scratch["searched"]["fused_test_accuracy"],
             "random_scratch": scratch["random"]["fused_test_accuracy"],
-            "searched_genotype": genotype_figures(searched_dir), "random_genotype": genotype_figures(random_dir),
-            "alpha_scale_rank": alpha_scale_rank(searched_dir, searched["fix_step"]),
+            "searched_genotype": genotype_figures(searched_layers),
+            "random_genotype": genotype_figures(genotype_layers(random_dir)),
+            "alpha_scale_rank": alpha_scale_rank(searched_layers, searched_dir, searched["fix_step"]),
             "alpha_gradient": searched["alpha_gradient"]}
 
 

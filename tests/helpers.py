@@ -1,5 +1,6 @@
 """Shared test helpers: random variables with non-trivial BatchNorm statistics, relative
-errors, float64 copies, and the exported-vs-masked comparison of a pruned network."""
+errors, float64 copies, the exported-vs-masked comparison of a pruned network, a run's
+logged train losses."""
 import functools
 
 import flax.linen as nn
@@ -7,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from nas_jax.train.metrics import read_metrics
 
 
 def randomize(variables, seed=0, scale=0.3):
@@ -127,3 +130,8 @@ def reads(graph, layer):
     """[(group, channel)] of every entry of ``layer``'s input axis."""
     pattern = [(g, c) for g, width in layer.inputs for c in range(width)]
     return pattern * layer.repeat
+
+
+def train_losses(workdir):
+    """``{step: loss}`` of the train rows a run logged in ``workdir``'s ``metrics.jsonl``."""
+    return {r["step"]: r["loss"] for r in read_metrics(workdir) if r["split"] == "train"}

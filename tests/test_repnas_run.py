@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
-from helpers import randomize
+from helpers import randomize, train_losses
 from nas_jax import cli
 from nas_jax.interop import flax_to_torch
 from nas_jax.models import create_model
@@ -56,7 +56,7 @@ def outputs(workdir):
         report = json.load(f)
     with ocp.StandardCheckpointer() as checkpointer:
         deploy = checkpointer.restore(os.path.join(workdir, "deploy"))
-    losses = {r["step"]: r["loss"] for r in read_metrics(workdir) if r["split"] == "train"}
+    losses = train_losses(workdir)
     return genotype, report, deploy, losses
 
 
@@ -349,8 +349,7 @@ def test_scratch_trains_a_genotype_files_mask_from_a_fresh_start_without_a_searc
     reference = str(tmp_path / "reference")
     train(Run(config, reference, job="repnas"), ClassificationTask(task.fixed_model(mask), config.label_smoothing),
           progress_bar=False)
-    losses = {r["step"]: r["loss"] for r in read_metrics(str(tmp_path / "scratch")) if r["split"] == "train"}
+    losses = train_losses(str(tmp_path / "scratch"))
     assert sorted(losses) == list(range(1, TOTAL_STEPS + 1))
-    assert losses == {r["step"]: r["loss"] for r in read_metrics(reference) if r["split"] == "train"}
-    inherited = {r["step"]: r["loss"] for r in read_metrics(uninterrupted_workdir) if r["split"] == "train"}
-    assert losses[TOTAL_STEPS] != inherited[TOTAL_STEPS]
+    assert losses == train_losses(reference)
+    assert losses[TOTAL_STEPS] != train_losses(uninterrupted_workdir)[TOTAL_STEPS]

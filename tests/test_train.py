@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import train_losses
 from nas_jax.data import create_pipeline
 from nas_jax.train import (ClassificationTask, TrainState, create_mesh, create_optimizer, create_train_state,
                            default_config, jit_train_step, shard_batch, train, train_step_fn)
@@ -54,10 +55,6 @@ def tiny_config(**overrides):
     c.grad_clip_norm, c.label_smoothing = 5.0, 0.1
     c.update(overrides)
     return c
-
-
-def train_losses(workdir):
-    return {r["step"]: r["loss"] for r in read_metrics(workdir) if r["split"] == "train"}
 
 
 def test_sharded_step_equals_one_device_step():
