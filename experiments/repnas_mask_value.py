@@ -19,7 +19,7 @@ Figures:
 * Kendall's tau between each mask's mean accuracy and what the searches could rank it by,
   each predictor averaged over the S searches: the sum of the alphas of its kept branches
   (what RepNAS's top-k maximises), and the supernet's loss and accuracy on the validation
-  split with that mask at the fix step (one-shot evaluation, as SPOS ranks paths; the
+  split (its first 2,000 images) with that mask at the fix step (one-shot evaluation, as SPOS ranks paths; the
   BatchNorms use the batch's statistics, so every mask is scored with its own), plus the
   count of layers left without a full 3x3 branch (conv3x3 or conv1x1_3x3), a structural
   guess.
@@ -63,25 +63,27 @@ def scratch_job(config, mask: str, seed: int, workdir: str, extra=()) -> float:
     return repnas_job(apply_overrides(config, overrides), workdir)["fused_test_accuracy"]
 
 
-def supernet_scores(config, search_dir: str, masks: np.ndarray) -> dict:
-    """Loss and accuracy ``[K]`` of the search run's supernet at its fix step on the whole
-    validation split, once per mask of ``masks [K, L, 6]`` (vmapped), BatchNorms on the
-    batch's statistics; and the alphas ``[L, 6]``."""
+def supernet_scores(config, search_dir: str, masks: np.ndarray, examples: int = 2000) -> dict:
+    """Loss and accuracy ``[K]`` of the search run's supernet at its fix step on the first
+    ``examples`` images of the validation split, once per mask of ``masks [K, L, 6]``
+    (vmapped, 4 masks at a time to bound memory), BatchNorms on the batch's statistics; and
+    the alphas ``[L, 6]``."""
     run = Run(config, search_dir, job="repnas")
     task = build_task(config, run.train_data)
     state = run.restored_state(task, SEARCH_CHECKPOINT_DIR)
     data = run.pipeline(config.eval_split)
-    batch = next(data.eval_batches(data.num_examples))
+    batch = next(data.eval_batches(min(examples, data.num_examples)))
     keep = batch["mask"] > 0
     images, labels = jnp.asarray(batch["image"][keep]), jnp.asarray(batch["label"][keep])
 
     def score(mask, images, labels):
         variables = {"params": state.params, "batch_stats": state.batch_stats,
-                     "branch_weights": task._branch_weights(mask, mask)}
+                     "branch_weights": task.branch_weights(mask, mask)}
         logits, _ = task.model.apply(variables, images, train=True, mutable=["batch_stats"])
         return cross_entropy(logits, labels, 0.0), jnp.mean(jnp.argmax(logits, -1) == labels)
 
-    loss, accuracy = jax.jit(jax.vmap(score, in_axes=(0, None, None)))(jnp.asarray(masks, jnp.float32), images, labels)
+    scores = jax.jit(lambda m, x, y: jax.lax.map(lambda one: score(one, x, y), m, batch_size=4))
+    loss, accuracy = scores(jnp.asarray(masks, jnp.float32), images, labels)
     return {"loss": np.asarray(loss), "accuracy": np.asarray(accuracy),
             "alphas": np.asarray(jax.device_get(state.extra["alphas"]))}
 
@@ -146,7 +148,9 @@ def main(argv=None) -> int:
         .astype(np.float64),
     }
     mean = accuracy.mean(axis=1)
-    taus = {name: dict(zip(("tau", "p"), map(float, stats.kendalltau(value, mean)))) for name, value in predictors.items()}
+    tau = lambda x, y: dict(zip(("tau", "p"), map(float, stats.kendalltau(x, y))))  # noqa: E731
+    taus = {name: {"all": tau(value, mean), "random": tau(value[:args.masks], mean[:args.masks])}
+            for name, value in predictors.items()}
     random_rows = accuracy[:args.masks]
     result = {"settings": {"mode": args.mode, "dataset": mode["dataset"], "random_masks": args.masks,
                            "seeds": args.seeds, "overrides": mode["repnas"]},
@@ -154,6 +158,8 @@ def main(argv=None) -> int:
               "anova_random": anova(random_rows),
               "best_minus_random_mean": float(mean.max() - random_rows.mean()),
               "searched_minus_random": float(accuracy[args.masks:].mean() - random_rows.mean()),
+              "searched_vs_random_welch_p": float(stats.ttest_ind(mean[args.masks:], mean[:args.masks],
+                                                                  equal_var=False).pvalue),
               "predictors": {name: value.tolist() for name, value in predictors.items()}, "kendall_tau": taus}
     write_results(os.path.join(RESULTS, f"repnas_mask_value_{mode['dataset']}.md"), markdown(result, args),
                   result)
@@ -175,13 +181,17 @@ def markdown(result: dict, args) -> str:
     for key, label in (("anova_random", "random only"), ("anova_all", "random and searched")):
         a = result[key]
         lines.append(f"| {label} | {a['F']:.2f} | {a['p']:.3f} | {a['mask_std']:.4f} | {a['seed_std']:.4f} |")
-    lines += ["", f"- searched masks' mean minus random masks' mean: {result['searched_minus_random']:+.4f}",
+    lines += ["", f"- searched masks' mean minus random masks' mean: {result['searched_minus_random']:+.4f} "
+              f"(Welch's t over the masks' means, p = {result['searched_vs_random_welch_p']:.3f})",
               f"- best mask's mean minus random masks' mean (a perfect search, biased upward): "
               f"{result['best_minus_random_mean']:+.4f}", "",
-              "| predictor (higher = predicted better) | Kendall's tau with the mask's mean accuracy | p |",
-              "|---|---|---|"]
+              "Kendall's tau (p) between a predictor (higher = predicted better) and the masks' mean accuracy, over "
+              "all masks and over the random ones only (a search run's supernet favours its own searched mask, the "
+              "one it trained last):", "",
+              "| predictor | all masks | random masks |", "|---|---|---|"]
     for name, t in result["kendall_tau"].items():
-        lines.append(f"| {name} | {t['tau']:+.3f} | {t['p']:.3f} |")
+        lines.append(f"| {name} | {t['all']['tau']:+.3f} ({t['all']['p']:.3f}) "
+                     f"| {t['random']['tau']:+.3f} ({t['random']['p']:.3f}) |")
     lines += ["", f"Command: `python experiments/repnas_mask_value.py --mode {s['mode']} --masks {s['random_masks']} "
               f"--seeds {s['seeds']}`", ""]
     return "\n".join(lines)

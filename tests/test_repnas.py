@@ -173,8 +173,8 @@ def test_dynamic_mask_equals_static_mask_and_dense_including_empty_layers():
     weights = jnp.asarray(np.random.default_rng(0).uniform(0.2, 1.0, (3, 6)), jnp.float32)
     static = cond.model.clone(branch_mask=static_branch_mask(cond.paths, mask))
     outs = []
-    for model, bw in ((cond.model, cond._branch_weights(mask, weights)),  # noqa: SLF001
-                      (dense.model, dense._branch_weights(mask, weights)),  # noqa: SLF001
+    for model, bw in ((cond.model, cond.branch_weights(mask, weights)),
+                      (dense.model, dense.branch_weights(mask, weights)),
                       (static, branch_weights_collection(cond.paths, weights))):
         outs.append(jax.jit(lambda v, b, m=model: m.apply({**v, "branch_weights": b}, x, train=True,
                                                           mutable=["batch_stats"]))(variables, bw))
@@ -302,7 +302,7 @@ def test_silent_branches_make_masks_agree_where_a_layer_has_identity(block):
         v = _run_once(lambda key: task.init(key, batch), jax.random.key(0))
         params[scale] = dict(jax.tree_util.tree_flatten_with_path(v["params"])[0])
         logits[scale] = [task.model.apply({"params": v["params"], "batch_stats": v["batch_stats"],
-                                           "branch_weights": task._branch_weights(mask, mask)},
+                                           "branch_weights": task.branch_weights(mask, mask)},
                                           batch["image"], train=True, mutable=["batch_stats"])[0] for mask in masks]
     assert [layer.path for layer in task.layers if layer.has_identity] == ["conv2"]
     changed = [k for k in params[1.0] if not np.array_equal(params[1.0][k], params[0.0][k])]

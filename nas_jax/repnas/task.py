@@ -251,8 +251,9 @@ class RepNASTask(Task):
         done = jnp.minimum(search_steps / max(self.schedule.search_steps, 1), 1.0)
         return 1.0 - (1.0 - final) * done
 
-    def _branch_weights(self, mask, weights):
-        """The ``branch_weights`` collection for ``branch_compute``. Dense: masked branches
+    def branch_weights(self, mask, weights):
+        """The ``branch_weights`` collection of the 0/1 ``mask`` and the branch ``weights``
+        (both ``[L, 6]``, traced or not) for ``branch_compute``. Dense: masked branches
         weighted 0, and an empty layer without identity gets its conv3x3 at weight 1 (the
         fallback the cond path and a static mask take)."""
         if self.branch_compute == "cond":
@@ -270,7 +271,7 @@ class RepNASTask(Task):
         else:
             mask = weights = kept_mask(extra["alphas"], self.budget)
         variables = {"params": params, "batch_stats": batch_stats,
-                     "branch_weights": self._branch_weights(mask, weights)}
+                     "branch_weights": self.branch_weights(mask, weights)}
         if not train:
             logits = self.model.apply(variables, batch["image"], train=False)
             return cross_entropy(logits, batch["label"], 0.0, batch.get("mask")), (logits, batch_stats, {})
