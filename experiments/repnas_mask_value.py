@@ -24,8 +24,8 @@ Figures:
   count of layers left without a full 3x3 branch (conv3x3 or conv1x1_3x3), a structural
   guess.
 
-    python experiments/repnas_mask_value.py                 # digits, about 25 min on 2 cores
-    python experiments/repnas_mask_value.py --mode full     # MNIST
+    python experiments/repnas_mask_value.py                                  # digits, about 28 min on 2 cores
+    python experiments/repnas_mask_value.py --mode full --masks 8 --seeds 3  # MNIST, about 40 min
 
 Writes ``experiments/results/repnas_mask_value_{digits,mnist}.md`` and ``.json``; reruns
 reuse finished runs under ``--workdir``.
