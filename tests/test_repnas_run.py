@@ -199,6 +199,7 @@ def steps_in(workdir, directory):
     (["--config.block=repnas_online", "--config.repnas.branch_compute=cond"], "an online supernet"),
     (["--config.repnas.fixed_start=pretrained"], "choose one of ('search', 'scratch')"),
     (["--config.repnas.fixed_mask=/no/such/genotype.json"], "nor an existing genotype.json file"),
+    (["--config.repnas.fixed_mask=one_shot", "--config.repnas.one_shot_candidates=0"], "must both be >= 1"),
 ])
 def test_bad_settings_fail_before_training(tmp_path, capsys, overrides, message):
     config = os.path.join(REPO, "experiments", "configs", "repnas_digits.py")
@@ -331,6 +332,36 @@ def test_a_random_mask_baseline_trains_the_mask_of_its_seed(uninterrupted_workdi
     assert report["kept_branches"] == int(expected.sum()) == int(3 * 6 * 0.5)
     assert report["fixed_mask"] == "random"
     assert not np.array_equal(task.random_mask(0), task.random_mask(7))
+
+
+def test_one_shot_keeps_the_candidate_the_supernet_scores_best(uninterrupted_workdir, tmp_path):
+    """``repnas.fixed_mask='one_shot'``: each candidate's loss is the fix-step supernet's,
+    recomputed here by the fixed sub-network of that mask (static branches, another code
+    path) on the same validation images, and the mask kept is the lowest-loss candidate."""
+    workdir = str(tmp_path)
+    shutil.copytree(os.path.join(uninterrupted_workdir, "search_checkpoints"), os.path.join(workdir, "search_checkpoints"))
+    config = tiny_config(fixed_mask="one_shot", one_shot_candidates=5, one_shot_examples=100)
+    report = search(config, workdir, model=TinyNet(), progress_bar=False)
+    run = Run(config, workdir, job="repnas")
+    task = build_task(config, run.train_data, TinyNet())
+    state = run.restored_state(task, "search_checkpoints")
+    assert int(state.step) == RANDOM_STEPS + SEARCH_STEPS
+    examples = 100 // jax.device_count() * jax.device_count()
+    batch = next(iter(run.pipeline(config.eval_split).eval_batches(examples)))
+    candidates = task.random_masks(config.seed, 5)
+    assert len({c.tobytes() for c in candidates}) == 5
+    expected = []
+    for mask in candidates:
+        logits, _ = task.fixed_model(mask).apply({"params": state.params, "batch_stats": state.batch_stats},
+                                                 batch["image"], train=True, mutable=["batch_stats"])
+        log_p = jax.nn.log_softmax(np.asarray(logits, np.float64))
+        expected.append(-np.mean(log_p[np.arange(examples), batch["label"]]))
+    assert np.ptp(expected) > 1e-3  # the candidates do score apart
+    record = report["one_shot"]
+    assert record["examples"] == examples and record["chosen"] == int(np.argmin(expected))
+    np.testing.assert_allclose(record["losses"], expected, rtol=1e-4)
+    np.testing.assert_array_equal(read_genotype_mask(os.path.join(workdir, "genotype.json"), task.paths),
+                                  candidates[record["chosen"]])
 
 
 def test_scratch_trains_a_genotype_files_mask_from_a_fresh_start_without_a_search(uninterrupted_workdir, tmp_path):

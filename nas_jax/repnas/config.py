@@ -29,7 +29,12 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
       paper's behaviour is 1 / 1.0 / 1.0;
     fixed_mask: 'searched' (the noise-free top-k of the alphas, the method), 'random' (a
       random mask under the same budget: the baseline a search must beat;
-      experiments/search_sanity.py) or the path of a ``genotype.json`` (another run's mask);
+      experiments/search_sanity.py), 'one_shot' (of ``one_shot_candidates`` random masks under
+      the budget, the one with which the supernet at the fix step has the lowest loss on the
+      first ``one_shot_examples`` images of ``eval_split``: one-shot selection, as SPOS and
+      random search with weight sharing pick; not the paper's method, best with
+      ``search_epochs=0``, since the alpha search trains the supernet on the alphas' own
+      top-k last) or the path of a ``genotype.json`` (another run's mask);
       random_mask_seed: the seed that mask is drawn from (-1: the config's seed; another
       value varies the mask alone);
     fixed_start: 'search' (the paper: the fixed sub-network starts from the search's weights
@@ -46,6 +51,7 @@ def repnas_section(**overrides) -> ml_collections.ConfigDict:
     r.branch_compute = "auto"
     r.noise_lifetime, r.noise_final, r.branch_scale_init = 48, 0.05, -1.0
     r.fixed_mask, r.random_mask_seed, r.fixed_start = "searched", -1, "search"
+    r.one_shot_candidates, r.one_shot_examples = 64, 2000
     r.test_split = "test"
     for key, value in overrides.items():
         if key not in r:

@@ -47,7 +47,8 @@ from nas_jax.train.step import create_mesh, data_sharding, replicated, shard_bat
 
 REPORT_FILE = "report.json"
 SEARCH_CHECKPOINT_DIR = "search_checkpoints"
-FIXED_MASKS = ("searched", "random")
+FIXED_MASKS = ("searched", "random", "one_shot")
+SEARCHED_MASKS = ("searched", "one_shot")  # masks chosen at the fix step of a search
 FIXED_STARTS = ("search", "scratch")
 
 
@@ -70,6 +71,9 @@ def build_task(config: ml_collections.ConfigDict, train_data: Pipeline, model=No
     if r.fixed_mask not in FIXED_MASKS and not os.path.isfile(r.fixed_mask):
         raise ValueError(f"repnas.fixed_mask={r.fixed_mask!r}: neither one of {FIXED_MASKS} nor an existing "
                          "genotype.json file")
+    if r.one_shot_candidates < 1 or r.one_shot_examples < 1:
+        raise ValueError(f"repnas.one_shot_candidates={r.one_shot_candidates} and one_shot_examples="
+                         f"{r.one_shot_examples} must both be >= 1")
     if r.fixed_start not in FIXED_STARTS:
         raise ValueError(f"repnas.fixed_start={r.fixed_start!r}; choose one of {FIXED_STARTS}")
     model = model or supernet_model(config, train_data.num_classes)
@@ -166,13 +170,17 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
     task = build_task(config, run.train_data, model)
     schedule, r = task.schedule, config.repnas
     extra = None
-    if r.fixed_mask == "searched" or r.fixed_start == "search":
+    if r.fixed_mask in SEARCHED_MASKS or r.fixed_start == "search":
         searched = train(run, task, until=schedule.fix_step, checkpoint_dir=SEARCH_CHECKPOINT_DIR,
                          stop_at_step=stop_at_step, progress_bar=progress_bar)
         if int(jax.device_get(searched.step)) < schedule.fix_step:
             return None
         extra = jax.device_get(searched.extra)
-    mask = chosen_mask(config, task, extra)
+    one_shot = None
+    if r.fixed_mask == "one_shot":
+        mask, one_shot = one_shot_mask(run, task, searched)
+    else:
+        mask = chosen_mask(config, task, extra)
     fixed_task = ClassificationTask(task.fixed_model(mask), config.label_smoothing)
 
     def from_search() -> Restored:
@@ -190,6 +198,8 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
     report = {"steps": step, "random_steps": schedule.random_steps, "search_steps": schedule.search_steps,
               "fix_step": schedule.fix_step, "kept_ratio": r.kept_ratio, "budget": r.budget,
               "fixed_mask": r.fixed_mask, "fixed_start": r.fixed_start}
+    if one_shot is not None:
+        report["one_shot"] = one_shot
     if extra is not None:
         plot_search(workdir, config, task, extra, mask)
         report["alpha_gradient"] = gradient_summary(extra)
@@ -199,14 +209,41 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
 
 
 def chosen_mask(config, task: RepNASTask, extra) -> np.ndarray:
-    """The bool ``[L, 6]`` mask the fixed phase trains (``repnas.fixed_mask``): the searched
-    top-k of ``extra``'s alphas, a random one under the same budget, or a genotype file's."""
+    """The bool ``[L, 6]`` mask the fixed phase trains (``repnas.fixed_mask``, but for
+    ``'one_shot'``: ``one_shot_mask``): the searched top-k of ``extra``'s alphas, a random
+    one under the same budget, or a genotype file's."""
     r = config.repnas
     if r.fixed_mask == "searched":
         return task.fixed_mask(extra)
     if r.fixed_mask == "random":
         return task.random_mask(config.seed if r.random_mask_seed < 0 else r.random_mask_seed)
     return read_genotype_mask(r.fixed_mask, task.paths)
+
+
+def one_shot_mask(run: Run, task: RepNASTask, state) -> Tuple[np.ndarray, Dict]:
+    """``repnas.fixed_mask='one_shot'``: of ``one_shot_candidates`` random masks (drawn from
+    the config's seed, ``RepNASTask.random_masks``), the one with which the supernet in
+    ``state`` (the search at its fix step) has the lowest loss (``RepNASTask.mask_losses``)
+    on the first ``one_shot_examples`` images of the eval split, rounded down to a multiple
+    of the device count and scored over the whole mesh, so every process picks the same.
+    Returns the bool ``[L, 6]`` mask and the record for ``report.json``."""
+    config, mesh = run.config, run.mesh
+    data = run.pipeline(config.eval_split)
+    examples = min(config.repnas.one_shot_examples, data.num_examples) // mesh.size * mesh.size
+    if examples == 0:
+        raise ValueError(f"repnas.one_shot_examples={config.repnas.one_shot_examples} gives no batch over "
+                         f"{mesh.size} devices ({data.num_examples} examples in {config.eval_split!r}); use at "
+                         f"least {mesh.size}")
+    batch = next(iter(data.eval_batches(examples)))
+    candidates = task.random_masks(config.seed, config.repnas.one_shot_candidates)
+    rep = replicated(mesh)
+    score = jax.jit(task.mask_losses, in_shardings=(rep, rep, rep, data_sharding(mesh)), out_shardings=rep)
+    losses = np.asarray(jax.device_get(score(state.params, state.batch_stats, candidates,
+                                             shard_batch({"image": batch["image"], "label": batch["label"]},
+                                                         mesh))))
+    best = int(np.argmin(losses))
+    return candidates[best], {"candidates": len(candidates), "examples": examples, "split": config.eval_split,
+                              "losses": losses.tolist(), "chosen": best}
 
 
 def plot_search(workdir: str, config, task: RepNASTask, extra, mask) -> None:

@@ -205,6 +205,27 @@ class RepNASTask(Task):
                             jax.random.fold_in(jax.random.key(seed), 0x5EED))
         return np.asarray(jax.device_get(kept_mask(noise, self.budget))) > 0
 
+    def random_masks(self, seed: int, count: int) -> np.ndarray:
+        """``count`` bool ``[L, 6]`` masks drawn at random under the budget from ``seed``
+        (the one-shot selection's candidates; another stream than ``random_mask``'s)."""
+        shape = (len(self.layers), self.budget.total_branches // len(self.layers))
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 0x0E5), count)
+        draw = jax.vmap(lambda key: kept_mask(gumbel_rank(jnp.zeros(shape), key), self.budget))
+        return np.asarray(jax.device_get(jax.jit(draw)(keys))) > 0
+
+    def mask_losses(self, params, batch_stats, masks, batch):
+        """``[K]``: the supernet's cross-entropy on ``batch`` (``image``, ``label``) with each
+        0/1 mask of ``masks [K, L, 6]``, every kept branch at weight 1 and the BatchNorms on
+        the batch's own statistics (each mask scored with its own, as one-shot NAS
+        recalibrates them). Masks run 4 at a time (``jax.lax.map``), so memory stays that of
+        4 forward passes whatever K."""
+        def loss(mask):
+            variables = {"params": params, "batch_stats": batch_stats,
+                         "branch_weights": self.branch_weights(mask, mask)}
+            logits, _ = self.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+            return cross_entropy(logits, batch["label"], 0.0)
+        return jax.lax.map(loss, jnp.asarray(masks, jnp.float32), batch_size=4)
+
     def fixed_model(self, mask) -> nn.Module:
         """The model with the static ``branch_mask`` of the bool ``[L, 6]`` ``mask``."""
         return self.model.clone(branch_mask=static_branch_mask(self.paths, mask))
