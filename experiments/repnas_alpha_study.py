@@ -44,13 +44,12 @@ from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_io import mean_std, write_results  # noqa: E402
-from search_sanity import MODES, RESULTS, log, random_mask_job, repnas_config, repnas_job  # noqa: E402
+from search_sanity import MODES, RESULTS, log, random_mask_job, repnas_config, repnas_job, scratch_config  # noqa: E402
 
 from nas_jax.rep.blocks import PRIMITIVES  # noqa: E402
 from nas_jax.repnas.genotype import GENOTYPE_FILE  # noqa: E402
 from nas_jax.repnas.run import SEARCH_CHECKPOINT_DIR  # noqa: E402
 from nas_jax.repnas.searchable import OUTPUT_SCALES  # noqa: E402
-from nas_jax.train.config import apply_overrides  # noqa: E402
 
 BUDGETS = {"global": [], "cap2": ["--config.repnas.per_layer_cap=2"]}
 
@@ -99,8 +98,7 @@ def one_seed(mode: str, budget: str, seed: int, workdir: str) -> dict:
     scratch = {}
     for name, mask in (("searched", os.path.join(searched_dir, GENOTYPE_FILE)), ("random", "random")):
         log(f"{budget} seed {seed}: {name} mask from scratch")
-        scratch[name] = repnas_job(apply_overrides(config, [f"--config.repnas.fixed_mask={mask}",
-                                                            "--config.repnas.fixed_start=scratch"]),
+        scratch[name] = repnas_job(scratch_config(config, mask),
                                    os.path.join(workdir, f"{budget}_{name}_scratch_{seed}"))
     searched_layers = genotype_layers(searched_dir)
     return {"seed": seed,

@@ -44,7 +44,7 @@ from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from results_io import write_results  # noqa: E402
-from search_sanity import MODES, RESULTS, log, repnas_config, repnas_job  # noqa: E402
+from search_sanity import MODES, RESULTS, log, repnas_config, repnas_job, scratch_config  # noqa: E402
 
 from nas_jax.rep.blocks import PRIMITIVES  # noqa: E402
 from nas_jax.repnas.genotype import GENOTYPE_FILE, read_genotype_mask  # noqa: E402
@@ -58,9 +58,8 @@ FULL_3X3 = [PRIMITIVES.index("conv3x3"), PRIMITIVES.index("conv1x1_3x3")]
 
 def scratch_job(config, mask: str, seed: int, workdir: str, extra=()) -> float:
     """Test accuracy of ``mask`` (``'random'`` or a genotype path) trained from scratch."""
-    overrides = [f"--config.repnas.fixed_mask={mask}", "--config.repnas.fixed_start=scratch",
-                 f"--config.seed={seed}", *extra]
-    return repnas_job(apply_overrides(config, overrides), workdir)["fused_test_accuracy"]
+    config = apply_overrides(scratch_config(config, mask), [f"--config.seed={seed}", *extra])
+    return repnas_job(config, workdir)["fused_test_accuracy"]
 
 
 def supernet_scores(config, search_dir: str, masks: np.ndarray, examples: int = 2000) -> dict:

@@ -118,6 +118,12 @@ def random_mask_job(config, searched_dir: str, workdir: str) -> dict:
     return repnas_job(apply_overrides(config, ["--config.repnas.fixed_mask=random"]), workdir)
 
 
+def scratch_config(config, mask: str):
+    """``config`` with its fixed mask ``mask`` (``'random'``, ``'searched'`` or a
+    ``genotype.json`` path) trained the whole schedule from a fresh start."""
+    return apply_overrides(config, [f"--config.repnas.fixed_mask={mask}", "--config.repnas.fixed_start=scratch"])
+
+
 def supernet_only(config, workdir: str) -> float:
     """Train accuracy at the fix step of the search phase alone."""
     run = Run(config, workdir, job="repnas")
