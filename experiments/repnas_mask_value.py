@@ -33,12 +33,10 @@ reuse finished runs under ``--workdir``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -51,7 +49,6 @@ from nas_jax.repnas.genotype import GENOTYPE_FILE, read_genotype_mask  # noqa: E
 from nas_jax.repnas.run import SEARCH_CHECKPOINT_DIR, build_task  # noqa: E402
 from nas_jax.train.config import apply_overrides  # noqa: E402
 from nas_jax.train.run import Run  # noqa: E402
-from nas_jax.train.task import cross_entropy  # noqa: E402
 
 FULL_3X3 = [PRIMITIVES.index("conv3x3"), PRIMITIVES.index("conv1x1_3x3")]
 
@@ -65,24 +62,16 @@ def scratch_job(config, mask: str, seed: int, workdir: str, extra=()) -> float:
 def supernet_scores(config, search_dir: str, masks: np.ndarray, examples: int = 2000) -> dict:
     """Loss and accuracy ``[K]`` of the search run's supernet at its fix step on the first
     ``examples`` images of the validation split, once per mask of ``masks [K, L, 6]``
-    (vmapped, 4 masks at a time to bound memory), BatchNorms on the batch's statistics; and
-    the alphas ``[L, 6]``."""
+    (``RepNASTask.mask_scores``: BatchNorms on the batch's statistics); and the alphas
+    ``[L, 6]``."""
     run = Run(config, search_dir, job="repnas")
     task = build_task(config, run.train_data)
     state = run.restored_state(task, SEARCH_CHECKPOINT_DIR)
     data = run.pipeline(config.eval_split)
     batch = next(data.eval_batches(min(examples, data.num_examples)))
     keep = batch["mask"] > 0
-    images, labels = jnp.asarray(batch["image"][keep]), jnp.asarray(batch["label"][keep])
-
-    def score(mask, images, labels):
-        variables = {"params": state.params, "batch_stats": state.batch_stats,
-                     "branch_weights": task.branch_weights(mask, mask)}
-        logits, _ = task.model.apply(variables, images, train=True, mutable=["batch_stats"])
-        return cross_entropy(logits, labels, 0.0), jnp.mean(jnp.argmax(logits, -1) == labels)
-
-    scores = jax.jit(lambda m, x, y: jax.lax.map(lambda one: score(one, x, y), m, batch_size=4))
-    loss, accuracy = scores(jnp.asarray(masks, jnp.float32), images, labels)
+    loss, accuracy = jax.jit(task.mask_scores)(state.params, state.batch_stats, masks,
+                                               {"image": batch["image"][keep], "label": batch["label"][keep]})
     return {"loss": np.asarray(loss), "accuracy": np.asarray(accuracy),
             "alphas": np.asarray(jax.device_get(state.extra["alphas"]))}
 
@@ -134,8 +123,7 @@ def main(argv=None) -> int:
         accuracy.append(row)
     accuracy = np.array(accuracy)
 
-    with open(os.path.join(search_dirs[0], GENOTYPE_FILE)) as f:
-        paths = [layer["path"] for layer in json.load(f)["layers"]]
+    paths = build_task(config, Run(config, search_dirs[0], job="repnas").train_data).paths
     masks = np.stack([mask_of(os.path.join(workdir, f"random{m}_seed0"), paths) for m in range(1, args.masks + 1)]
                      + [mask_of(d, paths) for d in search_dirs]).astype(np.float32)
     scores = [supernet_scores(repnas_config(mode, s), d, masks) for s, d in enumerate(search_dirs)]

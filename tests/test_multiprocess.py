@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import FAST_COMPILE
 from nas_jax.data import create_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +31,7 @@ def _free_port() -> int:
 def _start(args, devices: int, log):
     """``nas-jax args`` (``args[0]`` a script instead: ``tests/tiny_repnas_cli.py``)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.path.join(REPO, "tests"),
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"}
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"}
     entry = [args[0]] if args[0].endswith(".py") else ["-m", "nas_jax.cli", args[0]]
     return subprocess.Popen([sys.executable, *entry, *args[1:]], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)

@@ -223,7 +223,7 @@ def chosen_mask(config, task: RepNASTask, extra) -> np.ndarray:
 def one_shot_mask(run: Run, task: RepNASTask, state) -> Tuple[np.ndarray, Dict]:
     """``repnas.fixed_mask='one_shot'``: of ``one_shot_candidates`` random masks (drawn from
     the config's seed, ``RepNASTask.random_masks``), the one with which the supernet in
-    ``state`` (the search at its fix step) has the lowest loss (``RepNASTask.mask_losses``)
+    ``state`` (the search at its fix step) has the lowest loss (``RepNASTask.mask_scores``)
     on the first ``one_shot_examples`` images of the eval split, rounded down to a multiple
     of the device count and scored over the whole mesh, so every process picks the same.
     Returns the bool ``[L, 6]`` mask and the record for ``report.json``."""
@@ -237,13 +237,13 @@ def one_shot_mask(run: Run, task: RepNASTask, state) -> Tuple[np.ndarray, Dict]:
     batch = next(iter(data.eval_batches(examples)))
     candidates = task.random_masks(config.seed, config.repnas.one_shot_candidates)
     rep = replicated(mesh)
-    score = jax.jit(task.mask_losses, in_shardings=(rep, rep, rep, data_sharding(mesh)), out_shardings=rep)
-    losses = np.asarray(jax.device_get(score(state.params, state.batch_stats, candidates,
-                                             shard_batch({"image": batch["image"], "label": batch["label"]},
-                                                         mesh))))
+    score = jax.jit(task.mask_scores, in_shardings=(rep, rep, rep, data_sharding(mesh)), out_shardings=rep)
+    losses, accuracies = map(np.asarray, jax.device_get(score(
+        state.params, state.batch_stats, candidates,
+        shard_batch({"image": batch["image"], "label": batch["label"]}, mesh))))
     best = int(np.argmin(losses))
     return candidates[best], {"candidates": len(candidates), "examples": examples, "split": config.eval_split,
-                              "losses": losses.tolist(), "chosen": best}
+                              "losses": losses.tolist(), "accuracies": accuracies.tolist(), "chosen": best}
 
 
 def plot_search(workdir: str, config, task: RepNASTask, extra, mask) -> None:

@@ -213,18 +213,18 @@ class RepNASTask(Task):
         draw = jax.vmap(lambda key: kept_mask(gumbel_rank(jnp.zeros(shape), key), self.budget))
         return np.asarray(jax.device_get(jax.jit(draw)(keys))) > 0
 
-    def mask_losses(self, params, batch_stats, masks, batch):
-        """``[K]``: the supernet's cross-entropy on ``batch`` (``image``, ``label``) with each
-        0/1 mask of ``masks [K, L, 6]``, every kept branch at weight 1 and the BatchNorms on
-        the batch's own statistics (each mask scored with its own, as one-shot NAS
-        recalibrates them). Masks run 4 at a time (``jax.lax.map``), so memory stays that of
-        4 forward passes whatever K."""
-        def loss(mask):
+    def mask_scores(self, params, batch_stats, masks, batch):
+        """``(loss [K], accuracy [K])``: the supernet's cross-entropy and top-1 accuracy on
+        ``batch`` (``image``, ``label``) with each 0/1 mask of ``masks [K, L, 6]``, every
+        kept branch at weight 1 and the BatchNorms on the batch's own statistics (each mask
+        scored with its own, as one-shot NAS recalibrates them). Masks run 4 at a time
+        (``jax.lax.map``), so memory stays that of 4 forward passes whatever K."""
+        def score(mask):
             variables = {"params": params, "batch_stats": batch_stats,
                          "branch_weights": self.branch_weights(mask, mask)}
             logits, _ = self.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
-            return cross_entropy(logits, batch["label"], 0.0)
-        return jax.lax.map(loss, jnp.asarray(masks, jnp.float32), batch_size=4)
+            return cross_entropy(logits, batch["label"], 0.0), jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return jax.lax.map(score, jnp.asarray(masks, jnp.float32), batch_size=4)
 
     def fixed_model(self, mask) -> nn.Module:
         """The model with the static ``branch_mask`` of the bool ``[L, 6]`` ``mask``."""
