@@ -16,13 +16,14 @@ budget, the one with the lowest supernet loss on 2,000 validation images. Per se
 The random and searched runs are ``repnas_alpha_study.py``'s (``global_*`` under the same
 ``--workdir``), reused when there. Test accuracy of the fused networks; paired over seeds.
 
-    python experiments/repnas_one_shot.py --mode full --seeds 19  # MNIST, about 3.5 min a seed on 2 cores (7 more for new alpha-search runs)
+    python experiments/repnas_one_shot.py --mode full --seeds 29 --resume  # MNIST, about 3.5 min a seed on 2 cores (7 more for new alpha-search runs)
 
 Writes ``experiments/results/repnas_one_shot_{digits,mnist}.md`` and ``.json``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -108,12 +109,23 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="default /tmp/repnas_alpha_study_{mode} (shared with "
                                                         "repnas_alpha_study.py, whose runs are reused)")
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the seeds already in the results JSON and run only the missing ones")
     args = parser.parse_args(argv)
     workdir = args.workdir or f"/tmp/repnas_alpha_study_{args.mode}"
-    rows = []
     dataset = MODES[args.mode]["dataset"]
+    json_path = os.path.join(RESULTS, f"repnas_one_shot_{dataset}.json")
+    done = {}
+    if args.resume and os.path.exists(json_path):
+        with open(json_path) as f:
+            done = {row["seed"]: row for row in json.load(f)["rows"]}
+        log(f"resuming: seeds {sorted(done)} kept from {json_path}")
+    rows = [done[seed] for seed in range(args.seeds) if seed in done]
     for seed in range(args.seeds):  # results written after every seed: a stopped run keeps what it has
+        if seed in done:
+            continue
         rows.append(one_seed(args.mode, seed, workdir))
+        rows.sort(key=lambda row: row["seed"])
         command = f"python experiments/repnas_one_shot.py --mode {args.mode} --seeds {len(rows)}"
         write_results(os.path.join(RESULTS, f"repnas_one_shot_{dataset}.md"), markdown(rows, args.mode, command),
                       {"dataset": dataset, "seeds": len(rows), "rows": rows})
