@@ -98,7 +98,7 @@ def _identity_norms(next_fun, args, kwargs, context):
     return next_fun(*args, **kwargs)
 
 
-def layer_io(model, variables, x, perturb=None):
+def _layer_io(model, variables, x, perturb=None):
     """({layer path: input}, {layer path: output}); with ``perturb = (path, channel,
     outputs)`` that layer's output channel is raised by 10 and every other non-depthwise layer
     returns ``outputs[path]`` whatever its input."""
@@ -126,10 +126,43 @@ def layer_io(model, variables, x, perturb=None):
     return inputs, outputs
 
 
-def reads(graph, layer):
+def _reads(graph, layer):
     """[(group, channel)] of every entry of ``layer``'s input axis."""
     pattern = [(g, c) for g, width in layer.inputs for c in range(width)]
     return pattern * layer.repeat
+
+
+def _entries(a, n):
+    """``a`` as [rows, n]: its trailing axes, whose sizes multiply to ``n``, as one (the
+    heads x head_dim input of an attention's output projection, say)."""
+    k = next(k for k in range(a.ndim - 1, -1, -1) if np.prod(a.shape[k:]) >= n)
+    assert np.prod(a.shape[k:]) == n, f"input {a.shape} has no trailing axes of {n} entries"
+    return a.reshape(-1, n)
+
+
+def assert_channel_flow(model, graph, size, channels, unit=lambda source: 1, unreached=lambda source, layer: False):
+    """Checks ``graph``'s channel flow against brute force on random variables: each of
+    ``channels(out_channels)`` of every layer's output is raised by 10 while every other
+    layer returns its unperturbed output, and exactly the input entries of the later layers
+    that the graph says read that channel must change. ``unit(source)``: how many channels
+    move together (a head, where the source is an attention's query or key, whose scores
+    mix the head); ``unreached(source, layer)``: pairs (paths) the perturbation cannot reach
+    with everything else held, though the layer reads the channel."""
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+    variables = random_variables(model, x, seed=1)
+    base_in, base_out = _layer_io(model, variables, x)
+    checked = 0
+    for s, source in enumerate(graph.layers):
+        for channel in channels(source.out_channels):
+            inputs, _ = _layer_io(model, variables, x, (source.path, channel, base_out))
+            for i, layer in enumerate(graph.layers):
+                entries = _reads(graph, layer)
+                changed = np.any(_entries(np.asarray(inputs[layer.path] != base_in[layer.path]), len(entries)), axis=0)
+                predicted = np.asarray([i > s and g == source.group and c // unit(s) == channel // unit(s)
+                                        for g, c in entries]) & (not unreached(source.path, layer.path))
+                np.testing.assert_array_equal(changed, predicted, err_msg=f"{source.path}[{channel}] -> {layer.path}")
+                checked += int(predicted.sum())
+    assert checked > 0
 
 
 def train_losses(workdir):

@@ -25,8 +25,7 @@ from nas_jax.pruning.export import export_network
 from nas_jax.pruning.graph import IMAGE, build_layer_graph
 from nas_jax.pruning.task import PruningTask, configuration_variables
 from nas_jax.pruning.widths import WidthGrid, sample_ratios, save_widths, uniform_ratios
-from helpers import (as_float64, exported_and_masked_in_float64, jaxpr_macs, layer_io, random_variables, reads,
-                     rel_l2)
+from helpers import as_float64, assert_channel_flow, exported_and_masked_in_float64, jaxpr_macs, random_variables, rel_l2
 
 SIZE = 16
 MODELS = ("tiny_unet", "dense_block_net", "flatten_mlp", "grouped_gn")
@@ -37,38 +36,7 @@ TASKS = {name: PruningTask(spec, GRID, gcn_features=8, gcn_depth=2, generator_hi
 
 @pytest.mark.parametrize("name", MODELS)
 def test_channel_flow_matches_brute_force(name):
-    model, graph = TASKS[name].model, TASKS[name].graph
-    x = jax.random.normal(jax.random.key(0), (2, SIZE, SIZE, 3))
-    variables = random_variables(model, x, seed=1)
-    base_in, base_out = layer_io(model, variables, x)
-    checked = 0
-    for s, source in enumerate(graph.layers):
-        for channel in sorted({0, source.out_channels // 2, source.out_channels - 1}):
-            inputs, _ = layer_io(model, variables, x, (source.path, channel, base_out))
-            for i, layer in enumerate(graph.layers):  # the layers after it that read that channel change
-                changed = np.any(np.asarray(inputs[layer.path] != base_in[layer.path]),
-                                 axis=tuple(range(base_in[layer.path].ndim - 1)))
-                predicted = np.asarray([i > s and r == (source.group, channel) for r in reads(graph, layer)])
-                np.testing.assert_array_equal(changed, predicted, err_msg=f"{source.path}[{channel}] -> {layer.path}")
-                checked += int(predicted.sum())
-    assert checked > 0
-
-
-def test_user_model_structures():
-    """What each graph is expected to hold, named by the model's own layers."""
-    unet, dense, mlp, gn = (TASKS[n].graph for n in MODELS)
-    by_path = {layer.path: layer for layer in unet.layers}
-    assert [unet.groups[g].name for g, _ in by_path["dec"].inputs] == ["up", "enc1"]  # concatenated skip
-    by_path = {layer.path: layer for layer in dense.layers}
-    assert [dense.groups[g].name for g, _ in by_path["transition"].inputs] == ["stem", "grow0", "grow1", "grow2"]
-    by_path = {layer.path: layer for layer in mlp.layers}
-    assert by_path["fc1"].repeat == (SIZE // 2) ** 2 and by_path["fc1"].inputs == ((by_path["conv2"].group, 6),)
-    by_path = {layer.path: layer for layer in gn.layers}
-    coupled = gn.groups[by_path["grouped"].group]
-    assert {gn.layers[i].path for i in coupled.layers} == {"grouped", "depthwise", "shortcut"}
-    assert coupled.blocks == 4 and gn.groups[by_path["conv1"].group].blocks == 4
-    for graph in (unet, dense, mlp, gn):
-        assert [g.fixed for g in graph.groups].count(True) == 1  # only the classifier
+    assert_channel_flow(TASKS[name].model, TASKS[name].graph, SIZE, lambda width: sorted({0, width // 2, width - 1}))
 
 
 @pytest.mark.parametrize("name", MODELS)
