@@ -18,8 +18,8 @@ If choices spread no more than seeds do, the task at this scale cannot tell choi
 apart, so no search can beat a random choice on it, and a rank correlation against
 fine-tuned accuracy measures noise.
 
-    python experiments/search_noise_floor.py --quick            # digits, about 15 minutes
-    python experiments/search_noise_floor.py --parts pruning    # MNIST
+    python experiments/search_noise_floor.py --quick --n 10          # digits, about 15 minutes
+    python experiments/search_noise_floor.py --parts pruning --n 10  # MNIST, about 5 minutes
 
 Runs share ``search_sanity.py``'s work directory (default ``/tmp/search_sanity_{quick,full}``)
 and reuse what is there. Writes ``experiments/results/search_noise_floor_{quick,full}.md``
