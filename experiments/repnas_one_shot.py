@@ -16,7 +16,8 @@ budget, the one with the lowest supernet loss on 2,000 validation images. Per se
 The random and searched runs are ``repnas_alpha_study.py``'s (``global_*`` under the same
 ``--workdir``), reused when there. Test accuracy of the fused networks; paired over seeds.
 
-    python experiments/repnas_one_shot.py --mode full --seeds 29 --resume  # MNIST, about 3.5 min a seed on 2 cores (7 more for new alpha-search runs)
+    python experiments/repnas_one_shot.py --mode full --seeds 19  # MNIST, about 3.5 min a seed on 2 cores (7 more for the alpha search)
+    python experiments/repnas_one_shot.py --mode full --seeds 29 --resume --without-alpha-search  # 10 seeds more
 
 Writes ``experiments/results/repnas_one_shot_{digits,mnist}.md`` and ``.json``.
 """
@@ -47,37 +48,49 @@ def uniform_supernet_config(config):
                                     "--config.repnas.search_epochs=0.0", "--config.repnas.fixed_mask=one_shot"])
 
 
-def one_seed(mode: str, seed: int, workdir: str) -> dict:
+def one_seed(mode: str, seed: int, workdir: str, alpha_search: bool = True) -> dict:
+    """The seed's fused test accuracies by row name (``ROWS``; without ``alpha_search``, the
+    two alpha-search rows are left out) and the one-shot candidates' supernet losses."""
     config = repnas_config(MODES[mode], seed)
     path = lambda name: os.path.join(workdir, f"{name}_{seed}")  # noqa: E731
     scratch = lambda mask: scratch_config(config, mask)  # noqa: E731
-    log(f"seed {seed}: one-shot selection from a uniform supernet")
-    one_shot = repnas_job(uniform_supernet_config(config), path("one_shot"))
-    log(f"seed {seed}: random mask from the uniform supernet")
-    one_shot_random = random_mask_job(uniform_supernet_config(config), path("one_shot"), path("one_shot_random"))
-    log(f"seed {seed}: the one-shot mask from scratch")
-    one_shot_scratch = repnas_job(scratch(os.path.join(path("one_shot"), GENOTYPE_FILE)), path("one_shot_scratch"))
-    log(f"seed {seed}: the random mask from scratch")
-    random_scratch = repnas_job(scratch("random"), path("global_random_scratch"))
-    log(f"seed {seed}: the alpha search")
-    searched = repnas_job(config, path("global_searched"))
-    log(f"seed {seed}: the searched mask from scratch")
-    searched_scratch = repnas_job(scratch(os.path.join(path("global_searched"), GENOTYPE_FILE)),
-                                  path("global_searched_scratch"))
-    losses = np.array(one_shot["one_shot"]["losses"])
+    jobs = {
+        "one_shot": ("one-shot selection from a uniform supernet",
+                     lambda: repnas_job(uniform_supernet_config(config), path("one_shot"))),
+        "one_shot_random": ("random mask from the uniform supernet",
+                            lambda: random_mask_job(uniform_supernet_config(config), path("one_shot"),
+                                                    path("one_shot_random"))),
+        "one_shot_scratch": ("the one-shot mask from scratch",
+                             lambda: repnas_job(scratch(os.path.join(path("one_shot"), GENOTYPE_FILE)),
+                                                path("one_shot_scratch"))),
+        "random_scratch": ("the random mask from scratch",
+                           lambda: repnas_job(scratch("random"), path("global_random_scratch"))),
+        "searched": ("the alpha search", lambda: repnas_job(config, path("global_searched"))),
+        "searched_scratch": ("the searched mask from scratch",
+                             lambda: repnas_job(scratch(os.path.join(path("global_searched"), GENOTYPE_FILE)),
+                                                path("global_searched_scratch"))),
+    }
+    assert tuple(jobs) == ROWS
+    reports = {}
+    for name, (what, job) in jobs.items():
+        if alpha_search or name not in ("searched", "searched_scratch"):
+            log(f"seed {seed}: {what}")
+            reports[name] = job()
+    losses = np.array(reports["one_shot"]["one_shot"]["losses"])
     return {"seed": seed, "one_shot_losses": {"chosen": float(losses.min()), "median": float(np.median(losses)),
                                               "max": float(losses.max())},
-            **{name: report["fused_test_accuracy"] for name, report in zip(ROWS, (
-                one_shot, one_shot_random, one_shot_scratch, random_scratch, searched, searched_scratch))}}
+            **{name: report["fused_test_accuracy"] for name, report in reports.items()}}
 
 
 def paired(rows, a: str, b: str) -> str:
+    """Mean ± std of ``a - b`` over the seeds that ran both, the paired t-test's p and the count."""
+    rows = [r for r in rows if a in r and b in r]
     x, y = np.array([r[a] for r in rows]), np.array([r[b] for r in rows])
     p = stats.ttest_rel(x, y).pvalue if len(rows) > 1 and np.any(x != y) else float("nan")
-    return f"{mean_std(x - y, digits=4)} (p = {p:.2f})"
+    return f"{mean_std(x - y, digits=4)} (p = {p:.2f}, {len(rows)} seeds)"
 
 
-def markdown(rows, mode: str, command: str) -> str:
+def markdown(rows, mode: str, commands: str) -> str:
     dataset = MODES[mode]["dataset"]
     lines = [f"# RepNAS on {dataset}: one-shot selection vs the alpha search vs random masks", "",
              f"ResNet-18 x0.25, `experiments/configs/repnas_digits.py` ({mode} mode of "
@@ -86,7 +99,11 @@ def markdown(rows, mode: str, command: str) -> str:
              "only up to the fix step, then the best of 64 random masks by its loss on 2,000 validation images "
              "(`repnas.search_epochs=0`, `repnas.fixed_mask=one_shot`).", "",
              "| fixed phase | one-shot | random | alpha search (paper) |", "|---|---|---|---|"]
-    col = lambda key: mean_std([r[key] for r in rows], digits=4)  # noqa: E731
+
+    def col(key):
+        values = [r[key] for r in rows if key in r]
+        return f"{mean_std(values, digits=4)}" + ("" if len(values) == len(rows) else f" ({len(values)} seeds)")
+
     lines.append(f"| inherited | {col('one_shot')} | {col('one_shot_random')} (from the same uniform supernet) "
                  f"| {col('searched')} |")
     lines.append(f"| from scratch | {col('one_shot_scratch')} | {col('random_scratch')} | {col('searched_scratch')} |")
@@ -99,7 +116,7 @@ def markdown(rows, mode: str, command: str) -> str:
               "", "Supernet loss of the 64 candidates (chosen / median / worst), per seed: "
               + "; ".join(f"{r['one_shot_losses']['chosen']:.3f} / {r['one_shot_losses']['median']:.3f} / "
                           f"{r['one_shot_losses']['max']:.3f}" for r in rows),
-              "", f"Command: `{command}`", ""]
+              "", f"Commands: `{commands}`", ""]
     return "\n".join(lines)
 
 
@@ -109,26 +126,33 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="default /tmp/repnas_alpha_study_{mode} (shared with "
                                                         "repnas_alpha_study.py, whose runs are reused)")
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1")
+    parser.add_argument("--without-alpha-search", action="store_true",
+                        help="leave out the alpha-search rows for the seeds run now (they take twice the rest)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the seeds already in the results JSON and run only the missing ones")
     args = parser.parse_args(argv)
     workdir = args.workdir or f"/tmp/repnas_alpha_study_{args.mode}"
     dataset = MODES[args.mode]["dataset"]
     json_path = os.path.join(RESULTS, f"repnas_one_shot_{dataset}.json")
-    done = {}
+    done, commands = {}, []
     if args.resume and os.path.exists(json_path):
         with open(json_path) as f:
-            done = {row["seed"]: row for row in json.load(f)["rows"]}
+            previous = json.load(f)
+        done = {row["seed"]: row for row in previous["rows"]}
+        commands = previous.get("commands") or [
+            f"python experiments/repnas_one_shot.py --mode {args.mode} --seeds {len(done)}"]
         log(f"resuming: seeds {sorted(done)} kept from {json_path}")
     rows = [done[seed] for seed in range(args.seeds) if seed in done]
     for seed in range(args.seeds):  # results written after every seed: a stopped run keeps what it has
         if seed in done:
             continue
-        rows.append(one_seed(args.mode, seed, workdir))
+        rows.append(one_seed(args.mode, seed, workdir, alpha_search=not args.without_alpha_search))
         rows.sort(key=lambda row: row["seed"])
-        command = f"python experiments/repnas_one_shot.py --mode {args.mode} --seeds {len(rows)}"
-        write_results(os.path.join(RESULTS, f"repnas_one_shot_{dataset}.md"), markdown(rows, args.mode, command),
-                      {"dataset": dataset, "seeds": len(rows), "rows": rows})
+        now = (f"python experiments/repnas_one_shot.py --mode {args.mode} --seeds {seed + 1}"
+               + " --without-alpha-search" * args.without_alpha_search + " --resume" * bool(done))
+        write_results(os.path.join(RESULTS, f"repnas_one_shot_{dataset}.md"),
+                      markdown(rows, args.mode, "`, then `".join(commands + [now])),
+                      {"dataset": dataset, "seeds": len(rows), "commands": commands + [now], "rows": rows})
     return 0
 
 
