@@ -384,6 +384,20 @@ def test_one_shot_keeps_the_candidate_the_supernet_scores_best(uninterrupted_wor
                                   candidates[record["chosen"]])
 
 
+def test_one_shot_from_a_uniform_supernet_has_no_search_phase(tmp_path):
+    """``repnas.search_epochs=0`` with ``fixed_mask='one_shot'`` (the README's one-shot
+    selection): random masks up to the fix step, no alpha step, so no search pictures and no
+    alpha-gradient summary; the kept mask is the best-scored candidate."""
+    config = tiny_config(random_epochs=(RANDOM_STEPS + SEARCH_STEPS) / STEPS_PER_EPOCH, search_epochs=0.0,
+                         fixed_mask="one_shot", one_shot_candidates=4, one_shot_examples=64)
+    report = search(config, str(tmp_path), model=TinyNet(), progress_bar=False)
+    assert (report["search_steps"], report["fix_step"]) == (0, RANDOM_STEPS + SEARCH_STEPS)
+    assert report["steps"] == TOTAL_STEPS and "alpha_gradient" not in report
+    assert not any(os.path.exists(tmp_path / name) for name in ("alphas.png", "mask_trace.png", "mask_frequency.png"))
+    record = report["one_shot"]
+    assert record["candidates"] == 4 and record["chosen"] == int(np.argmin(record["losses"]))
+
+
 def test_scratch_trains_a_genotype_files_mask_from_a_fresh_start_without_a_search(uninterrupted_workdir, tmp_path):
     """``fixed_mask=<genotype.json>, fixed_start='scratch'``: no search phase, and the whole
     schedule is the fixed sub-network trained from its own initialisation, as the plain

@@ -200,7 +200,7 @@ def search(config: ml_collections.ConfigDict, workdir: str, *, model=None, stop_
               "fixed_mask": r.fixed_mask, "fixed_start": r.fixed_start}
     if one_shot is not None:
         report["one_shot"] = one_shot
-    if extra is not None:
+    if extra is not None and schedule.search_steps > 0:  # search_epochs=0 (one-shot): no search to picture
         plot_search(workdir, config, task, extra, mask)
         report["alpha_gradient"] = gradient_summary(extra)
     report["wall_s"] = time.perf_counter() - start
