@@ -16,7 +16,7 @@ budget, the one with the lowest supernet loss on 2,000 validation images. Per se
 The random and searched runs are ``repnas_alpha_study.py``'s (``global_*`` under the same
 ``--workdir``), reused when there. Test accuracy of the fused networks; paired over seeds.
 
-    python experiments/repnas_one_shot.py --mode full --seeds 19  # MNIST, about 3.5 min a seed on 2 cores (7 more for the alpha search)
+    python experiments/repnas_one_shot.py --mode full --seeds 19  # MNIST, about 12 min a seed on 2 cores (8 more for the alpha search)
     python experiments/repnas_one_shot.py --mode full --seeds 29 --resume --without-alpha-search  # 10 seeds more
 
 Writes ``experiments/results/repnas_one_shot_{digits,mnist}.md`` and ``.json``.
