@@ -83,11 +83,13 @@ def one_seed(mode: str, seed: int, workdir: str, alpha_search: bool = True) -> d
 
 
 def paired(rows, a: str, b: str) -> str:
-    """Mean ± std of ``a - b`` over the seeds that ran both, the paired t-test's p and the count."""
+    """Mean ± std of ``a - b`` over the seeds that ran both, the paired t-test's and the
+    Wilcoxon signed-rank test's p, and the count."""
     rows = [r for r in rows if a in r and b in r]
     x, y = np.array([r[a] for r in rows]), np.array([r[b] for r in rows])
-    p = stats.ttest_rel(x, y).pvalue if len(rows) > 1 and np.any(x != y) else float("nan")
-    return f"{mean_std(x - y, digits=4)} (p = {p:.2f}, {len(rows)} seeds)"
+    t, w = (stats.ttest_rel(x, y).pvalue, stats.wilcoxon(x, y).pvalue) if len(rows) > 1 and np.any(x != y) \
+        else (float("nan"), float("nan"))
+    return f"{mean_std(x - y, digits=4)} (p = {t:.2f} t, {w:.2f} Wilcoxon; {len(rows)} seeds)"
 
 
 def markdown(rows, mode: str, commands: str) -> str:
@@ -143,16 +145,21 @@ def main(argv=None) -> int:
             f"python experiments/repnas_one_shot.py --mode {args.mode} --seeds {len(done)}"]
         log(f"resuming: seeds {sorted(done)} kept from {json_path}")
     rows = [done[seed] for seed in range(args.seeds) if seed in done]
+
+    def write(commands):
+        write_results(os.path.join(RESULTS, f"repnas_one_shot_{dataset}.md"),
+                      markdown(rows, args.mode, "`, then `".join(commands)),
+                      {"dataset": dataset, "seeds": len(rows), "commands": commands, "rows": rows})
+
     for seed in range(args.seeds):  # results written after every seed: a stopped run keeps what it has
         if seed in done:
             continue
         rows.append(one_seed(args.mode, seed, workdir, alpha_search=not args.without_alpha_search))
         rows.sort(key=lambda row: row["seed"])
-        now = (f"python experiments/repnas_one_shot.py --mode {args.mode} --seeds {seed + 1}"
-               + " --without-alpha-search" * args.without_alpha_search + " --resume" * bool(done))
-        write_results(os.path.join(RESULTS, f"repnas_one_shot_{dataset}.md"),
-                      markdown(rows, args.mode, "`, then `".join(commands + [now])),
-                      {"dataset": dataset, "seeds": len(rows), "commands": commands + [now], "rows": rows})
+        write(commands + [f"python experiments/repnas_one_shot.py --mode {args.mode} --seeds {seed + 1}"
+                          + " --without-alpha-search" * args.without_alpha_search + " --resume" * bool(done)])
+    if rows and len(rows) == len(done):  # nothing new to run: the tables again, from the results
+        write(commands)
     return 0
 
 
