@@ -39,6 +39,23 @@ def test_channel_flow_matches_brute_force(name):
     assert_channel_flow(TASKS[name].model, TASKS[name].graph, SIZE, lambda width: sorted({0, width // 2, width - 1}))
 
 
+def test_user_model_structures():
+    """What each graph is expected to hold, named by the model's own layers."""
+    unet, dense, mlp, gn = (TASKS[n].graph for n in MODELS)
+    by_path = {layer.path: layer for layer in unet.layers}
+    assert [unet.groups[g].name for g, _ in by_path["dec"].inputs] == ["up", "enc1"]  # concatenated skip
+    by_path = {layer.path: layer for layer in dense.layers}
+    assert [dense.groups[g].name for g, _ in by_path["transition"].inputs] == ["stem", "grow0", "grow1", "grow2"]
+    by_path = {layer.path: layer for layer in mlp.layers}
+    assert by_path["fc1"].repeat == (SIZE // 2) ** 2 and by_path["fc1"].inputs == ((by_path["conv2"].group, 6),)
+    by_path = {layer.path: layer for layer in gn.layers}
+    coupled = gn.groups[by_path["grouped"].group]
+    assert {gn.layers[i].path for i in coupled.layers} == {"grouped", "depthwise", "shortcut"}
+    assert coupled.blocks == 4 and gn.groups[by_path["conv1"].group].blocks == 4
+    for graph in (unet, dense, mlp, gn):
+        assert [g.fixed for g in graph.groups].count(True) == 1  # only the classifier
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_exported_user_model_equals_masked_and_costs_what_the_graph_says(name):
     task = TASKS[name]
