@@ -38,8 +38,6 @@ from search_sanity import MODES, RESULTS, log, random_mask_job, repnas_config, r
 from nas_jax.repnas.genotype import GENOTYPE_FILE  # noqa: E402
 from nas_jax.train.config import apply_overrides  # noqa: E402
 
-ROWS = ("one_shot", "one_shot_random", "one_shot_scratch", "random_scratch", "searched", "searched_scratch")
-
 
 def uniform_supernet_config(config):
     """``config`` with the search phase turned into random masks up to the same fix step."""
@@ -49,33 +47,27 @@ def uniform_supernet_config(config):
 
 
 def one_seed(mode: str, seed: int, workdir: str, alpha_search: bool = True) -> dict:
-    """The seed's fused test accuracies by row name (``ROWS``; without ``alpha_search``, the
+    """The seed's fused test accuracies by row name (without ``alpha_search``, the
     two alpha-search rows are left out) and the one-shot candidates' supernet losses."""
     config = repnas_config(MODES[mode], seed)
     path = lambda name: os.path.join(workdir, f"{name}_{seed}")  # noqa: E731
     scratch = lambda mask: scratch_config(config, mask)  # noqa: E731
-    jobs = {
-        "one_shot": ("one-shot selection from a uniform supernet",
-                     lambda: repnas_job(uniform_supernet_config(config), path("one_shot"))),
-        "one_shot_random": ("random mask from the uniform supernet",
-                            lambda: random_mask_job(uniform_supernet_config(config), path("one_shot"),
-                                                    path("one_shot_random"))),
-        "one_shot_scratch": ("the one-shot mask from scratch",
-                             lambda: repnas_job(scratch(os.path.join(path("one_shot"), GENOTYPE_FILE)),
-                                                path("one_shot_scratch"))),
-        "random_scratch": ("the random mask from scratch",
-                           lambda: repnas_job(scratch("random"), path("global_random_scratch"))),
-        "searched": ("the alpha search", lambda: repnas_job(config, path("global_searched"))),
-        "searched_scratch": ("the searched mask from scratch",
-                             lambda: repnas_job(scratch(os.path.join(path("global_searched"), GENOTYPE_FILE)),
-                                                path("global_searched_scratch"))),
-    }
-    assert tuple(jobs) == ROWS
-    reports = {}
-    for name, (what, job) in jobs.items():
-        if alpha_search or name not in ("searched", "searched_scratch"):
-            log(f"seed {seed}: {what}")
-            reports[name] = job()
+    log(f"seed {seed}: one-shot selection from a uniform supernet")
+    reports = {"one_shot": repnas_job(uniform_supernet_config(config), path("one_shot"))}
+    log(f"seed {seed}: random mask from the uniform supernet")
+    reports["one_shot_random"] = random_mask_job(uniform_supernet_config(config), path("one_shot"),
+                                                 path("one_shot_random"))
+    log(f"seed {seed}: the one-shot mask from scratch")
+    reports["one_shot_scratch"] = repnas_job(scratch(os.path.join(path("one_shot"), GENOTYPE_FILE)),
+                                             path("one_shot_scratch"))
+    log(f"seed {seed}: the random mask from scratch")
+    reports["random_scratch"] = repnas_job(scratch("random"), path("global_random_scratch"))
+    if alpha_search:
+        log(f"seed {seed}: the alpha search")
+        reports["searched"] = repnas_job(config, path("global_searched"))
+        log(f"seed {seed}: the searched mask from scratch")
+        reports["searched_scratch"] = repnas_job(scratch(os.path.join(path("global_searched"), GENOTYPE_FILE)),
+                                                 path("global_searched_scratch"))
     losses = np.array(reports["one_shot"]["one_shot"]["losses"])
     return {"seed": seed, "one_shot_losses": {"chosen": float(losses.min()), "median": float(np.median(losses)),
                                               "max": float(losses.max())},
